@@ -1,0 +1,41 @@
+# One command each, from a fresh clone:
+#   make demo   set up .venv, build lowbit, run the main job (examples/quickstart.py)
+#   make test   set up .venv, build lowbit, run the test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: setup demo test bench dev clean
+
+$(VENV)/.ready: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) install -q scikit-build-core pybind11 ninja
+	touch $@
+
+setup: $(VENV)/.ready
+	$(PIP) install -q --no-build-isolation ".[test]"
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(PY) examples/quickstart.py
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+bench: setup
+	$(PIP) install -q ".[bench]" --no-build-isolation
+	$(PY) bench/primitives.py
+
+# Developer build: compile into build/dev and drop _C next to the sources, so
+# that `PYTHONPATH=python` imports the tree as it is (no install).
+dev:
+	cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=$$(command -v $(PY) || command -v python) >/dev/null
+	cmake --build build/dev
+	cp build/dev/_C*.so python/lowbit/
+
+clean:
+	rm -rf build python/lowbit/_C*.so

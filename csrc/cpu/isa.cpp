@@ -1,0 +1,50 @@
+#include "cpu/isa.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+
+namespace lowbit::cpu {
+
+bool cpu_has_avx2() {
+#if defined(LOWBIT_HAVE_AVX2) && (defined(__GNUC__) || defined(__clang__))
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+namespace {
+Isa parse(const std::string& name) {
+  if (name == "portable") return Isa::Portable;
+  if (name == "avx2") {
+    if (!cpu_has_avx2())
+      throw std::invalid_argument("lowbit: ISA 'avx2' requested but this CPU or build lacks AVX2/FMA/F16C");
+    return Isa::Avx2;
+  }
+  throw std::invalid_argument("lowbit: unknown CPU ISA '" + name + "'; expected 'portable' or 'avx2'");
+}
+
+Isa initial() {
+  if (const char* env = std::getenv("LOWBIT_CPU_ISA")) return parse(env);
+  return cpu_has_avx2() ? Isa::Avx2 : Isa::Portable;
+}
+
+std::atomic<int>& current() {
+  static std::atomic<int> isa{static_cast<int>(initial())};
+  return isa;
+}
+}  // namespace
+
+Isa active_isa() { return static_cast<Isa>(current().load(std::memory_order_relaxed)); }
+
+void set_isa(const std::string& name) { current().store(static_cast<int>(parse(name))); }
+
+const char* isa_name(Isa isa) { return isa == Isa::Avx2 ? "avx2" : "portable"; }
+
+}  // namespace lowbit::cpu

@@ -1,0 +1,129 @@
+// Input checks shared by every op's glue. Each names the op, the argument, what
+// was expected and what was given, so that a bad call reads as a sentence.
+#pragma once
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <optional>
+#include <string>
+
+#include "lowbit/float_types.h"
+#include "lowbit/scale_layout.h"
+
+namespace lowbit::ops {
+
+inline bool is_float_dtype(at::ScalarType t) {
+  return t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
+}
+
+inline FloatType float_type_of(at::ScalarType t) {
+  return t == at::kFloat ? FloatType::F32 : (t == at::kHalf ? FloatType::F16 : FloatType::BF16);
+}
+
+inline void check_float(const at::Tensor& t, const char* op, const char* arg) {
+  TORCH_CHECK(is_float_dtype(t.scalar_type()), "lowbit.", op, ": expected ", arg,
+              " of dtype float32, float16 or bfloat16, got ", t.scalar_type());
+}
+
+inline void check_float_dtype_arg(at::ScalarType t, const char* op, const char* arg) {
+  TORCH_CHECK(is_float_dtype(t), "lowbit.", op, ": expected ", arg,
+              " to be torch.float32, torch.float16 or torch.bfloat16, got ", t);
+}
+
+inline void check_dtype(const at::Tensor& t, at::ScalarType want, const char* op, const char* arg) {
+  TORCH_CHECK(t.scalar_type() == want, "lowbit.", op, ": expected ", arg, " of dtype ", want,
+              ", got ", t.scalar_type());
+}
+
+inline void check_same_device(const at::Tensor& t, const at::Tensor& ref, const char* op,
+                              const char* arg, const char* ref_arg) {
+  TORCH_CHECK(t.device() == ref.device(), "lowbit.", op, ": expected ", arg, " on the device of ",
+              ref_arg, " (", ref.device(), "), got ", t.device());
+}
+
+inline void check_bits(int64_t bits, const char* op) {
+  TORCH_CHECK(bits == 2 || bits == 4 || bits == 8, "lowbit.", op,
+              ": expected bits in {2, 4, 8}, got ", bits);
+}
+
+inline int64_t qmin_of(int64_t bits) { return -(int64_t{1} << (bits - 1)); }
+inline int64_t qmax_of(int64_t bits) { return (int64_t{1} << (bits - 1)) - 1; }
+
+inline int64_t wrap_axis(int64_t axis, int64_t dim, const char* op) {
+  TORCH_CHECK(dim > 0, "lowbit.", op, ": per-axis parameters need a tensor of rank >= 1, got a 0-d tensor");
+  TORCH_CHECK(axis >= -dim && axis < dim, "lowbit.", op, ": expected axis in [", -dim, ", ", dim - 1,
+              "] for a tensor of rank ", dim, ", got ", axis);
+  return axis < 0 ? axis + dim : axis;
+}
+
+// The layout and the (keepdim) shape of the parameters that choose_qparams
+// returns for a given granularity: per tensor (no axis, no group), per axis,
+// or per group of `group_size` consecutive elements along the last axis.
+struct ParamShape {
+  ScaleLayout layout;
+  std::vector<int64_t> shape;
+};
+
+inline ParamShape param_shape_for(const at::Tensor& x, std::optional<int64_t> axis,
+                                  std::optional<int64_t> group_size, const char* op) {
+  const int64_t dim = x.dim();
+  TORCH_CHECK(!(axis.has_value() && group_size.has_value()), "lowbit.", op,
+              ": pass either axis (per-axis) or group_size (per-group along the last axis), not both");
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  if (group_size.has_value()) {
+    const int64_t g = *group_size;
+    TORCH_CHECK(dim >= 1, "lowbit.", op, ": per-group parameters need a tensor of rank >= 1, got a 0-d tensor");
+    const int64_t k = x.size(-1);
+    TORCH_CHECK(g > 0, "lowbit.", op, ": expected group_size > 0, got ", g);
+    TORCH_CHECK(k % g == 0, "lowbit.", op, ": group_size ", g, " does not divide the last axis of size ", k,
+                " (input shape ", x.sizes(), ")");
+    shape.back() = k / g;
+    return {ScaleLayout{1, x.numel() / g, g}, shape};
+  }
+  if (axis.has_value()) {
+    const int64_t a = wrap_axis(*axis, dim, op);
+    int64_t outer = 1, inner = 1;
+    for (int64_t d = 0; d < a; ++d) outer *= x.size(d);
+    for (int64_t d = a + 1; d < dim; ++d) inner *= x.size(d);
+    for (int64_t d = 0; d < dim; ++d) if (d != a) shape[d] = 1;
+    return {ScaleLayout{outer, x.size(a), inner}, shape};
+  }
+  for (auto& s : shape) s = 1;
+  return {ScaleLayout{1, 1, x.numel()}, shape};
+}
+
+// Reads the granularity back from the shape of `scale` (see scale_layout.h).
+inline ScaleLayout layout_from_scale(const at::Tensor& x, const at::Tensor& scale, const char* op) {
+  check_dtype(scale, at::kFloat, op, "scale");
+  check_same_device(scale, x, op, "scale", "the input");
+  const int64_t dim = x.dim();
+  TORCH_CHECK(scale.dim() == dim, "lowbit.", op, ": expected scale of rank ", dim,
+              " (the input's rank, keepdim-style), got shape ", scale.sizes(), " for input shape ", x.sizes());
+  if (scale.numel() == 1) return ScaleLayout{1, 1, x.numel()};
+  bool leading_equal = true;
+  for (int64_t d = 0; d + 1 < dim; ++d) leading_equal &= scale.size(d) == x.size(d);
+  if (leading_equal && scale.size(-1) > 0 && x.size(-1) % scale.size(-1) == 0) {
+    const int64_t g = x.size(-1) / scale.size(-1);
+    return ScaleLayout{1, scale.numel(), g};
+  }
+  int64_t axis = -1, non_one = 0;
+  for (int64_t d = 0; d < dim; ++d) if (scale.size(d) != 1) { axis = d; ++non_one; }
+  TORCH_CHECK(non_one == 1 && scale.size(axis) == x.size(axis), "lowbit.", op, ": scale of shape ",
+              scale.sizes(), " is not a per-tensor, per-axis or per-group (last axis) layout for input of shape ",
+              x.sizes(), "; expected all ones, the input's size on one axis and ones elsewhere, or [..., K / group_size]");
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < axis; ++d) outer *= x.size(d);
+  for (int64_t d = axis + 1; d < dim; ++d) inner *= x.size(d);
+  return ScaleLayout{outer, x.size(axis), inner};
+}
+
+inline void check_zero_point(const std::optional<at::Tensor>& zero_point, const at::Tensor& scale,
+                             const char* op) {
+  if (!zero_point.has_value()) return;
+  check_dtype(*zero_point, at::kFloat, op, "zero_point");
+  check_same_device(*zero_point, scale, op, "zero_point", "scale");
+  TORCH_CHECK(zero_point->sizes() == scale.sizes(), "lowbit.", op, ": expected zero_point of the shape of scale ",
+              scale.sizes(), ", got ", zero_point->sizes());
+}
+
+}  // namespace lowbit::ops
