@@ -10,6 +10,10 @@ namespace lowbit {
 struct half_t { uint16_t bits; };
 struct bf16_t { uint16_t bits; };
 
+// Internal linkage on purpose: these are compiled both into portable files and
+// into -mavx2 files; one shared (weak) copy could hand AVX2 code to a portable caller.
+namespace {
+
 static inline float bits_to_float(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
 static inline uint32_t float_to_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
 
@@ -63,6 +67,8 @@ template <typename T> static inline T from_float(float v);
 template <> inline float from_float<float>(float v) { return v; }
 template <> inline half_t from_float<half_t>(float v) { return half_t{float_to_half(v)}; }
 template <> inline bf16_t from_float<bf16_t>(float v) { return bf16_t{float_to_bf16(v)}; }
+
+}  // namespace
 
 // The float element types a kernel can read or write.
 enum class FloatType : int { F32 = 0, F16 = 1, BF16 = 2 };
