@@ -9,7 +9,6 @@ axis starts on a byte boundary, so row ``r`` of a packed ``[N, K]`` weight is
 """
 import torch
 
-
 __all__ = ["pack_bits", "unpack_bits", "packed_size"]
 
 _PACK_BITS = (2, 4)
