@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "cpu/isa.h"
+#include "cpu/kernel_trace.h"
 
 namespace py = pybind11;
 
@@ -19,6 +20,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_cpu_isa", [](const std::string& name) {
     try { lowbit::cpu::set_isa(name); } catch (const std::invalid_argument& e) { throw py::value_error(e.what()); }
   }, py::arg("name"), "Force the CPU kernel family ('avx2' or 'portable'), e.g. to test the portable path.");
+  m.def("last_kernels", &lowbit::cpu::last_kernels,
+        "op name -> the kernel its latest call ran (e.g. 'avx2_int4_gemv', 'portable').");
   m.def("build_info", [] {
     py::dict d;
 #ifdef LOWBIT_HAVE_AVX2

@@ -35,4 +35,22 @@ TORCH_LIBRARY(lowbit, m) {
   // [..., K] float (K % 32 == 0) -> uint8 [..., K / 32 * 18]: fp16 scale + 16 bytes of nibbles.
   m.def("quantize_q4_0(Tensor x) -> Tensor");
   m.def("dequantize_q4_0(Tensor blocks, ScalarType dtype) -> Tensor");
+
+  // ---- mixed-precision linear (CPU kernels: docs/kernels.md) ----
+  // y = x @ dequantize(weight).T + bias; x float32/float16/bfloat16 [..., K] -> y [..., N] in x.dtype.
+  // int8_activations=True quantizes each row of x to int8 on the fly and runs integer dot products.
+  // int8 codes [N, K], scale float32 [N, 1] (W8A16; W8A8 with int8_activations).
+  m.def("linear_int8(Tensor x, Tensor codes, Tensor scale, Tensor? bias=None, bool int8_activations=False) -> Tensor");
+  // [int8 linear: further schemas here]
+
+  // packed 2/4-bit codes [N, ceil(K * bits / 8)], scale / zero_point float32 [N, K / group_size] (W4A16, W2A16).
+  m.def("linear_intx(Tensor x, Tensor packed, Tensor scale, Tensor? zero_point, int bits, Tensor? bias=None, bool int8_activations=False) -> Tensor");
+  // [intx linear: further schemas here]
+
+  // float8 (e4m3fn / e5m2) weights [N, K], scale float32 [N, 1] or [1, 1].
+  m.def("linear_fp8(Tensor x, Tensor q, Tensor scale, Tensor? bias=None) -> Tensor");
+  // GGUF blocks [N, K / 32 * 34] (Q8_0) and [N, K / 32 * 18] (Q4_0).
+  m.def("linear_q8_0(Tensor x, Tensor blocks, Tensor? bias=None, bool int8_activations=True) -> Tensor");
+  m.def("linear_q4_0(Tensor x, Tensor blocks, Tensor? bias=None, bool int8_activations=True) -> Tensor");
+  // [fp8 / gguf linear: further schemas here]
 }

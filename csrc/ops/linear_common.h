@@ -1,0 +1,45 @@
+// Shared glue of the mixed-precision linear ops: checks of x and bias, the
+// [..., K] -> [M, K] view, and the [..., N] output in x's dtype.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <vector>
+
+#include "ops/checks.h"
+
+namespace lowbit::ops {
+
+struct LinearArgs {
+  at::Tensor x2d;   // [M, K], contiguous, dtype of x
+  at::Tensor y;     // [..., N], dtype of x (y.view({M, N}) is what kernels write)
+  at::Tensor bias;  // [N] float32 contiguous, or undefined
+  int64_t M, K, N;
+};
+
+inline LinearArgs prepare_linear(const at::Tensor& x, int64_t N, int64_t K, const std::optional<at::Tensor>& bias,
+                                 const char* op) {
+  check_float(x, op, "x");
+  TORCH_CHECK(x.dim() >= 1, "lowbit.", op, ": expected x of rank >= 1 ([..., K]), got a 0-d tensor");
+  TORCH_CHECK(x.size(-1) == K, "lowbit.", op, ": expected x with last axis K = ", K,
+              " (the weight's input features), got x of shape ", x.sizes());
+  LinearArgs a;
+  a.K = K;
+  a.N = N;
+  a.M = 1;
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) a.M *= x.size(d);
+  a.x2d = x.reshape({a.M, K}).contiguous();
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = N;
+  a.y = at::empty(shape, x.options());
+  if (bias.has_value()) {
+    check_same_device(*bias, x, op, "bias", "x");
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == N, "lowbit.", op, ": expected bias of shape [", N,
+                "], got ", bias->sizes());
+    check_float(*bias, op, "bias");
+    a.bias = bias->to(at::kFloat).contiguous();
+  }
+  return a;
+}
+
+}  // namespace lowbit::ops
