@@ -3,8 +3,8 @@ import torch  # noqa: F401  (loads libtorch before the extension)
 
 from . import _C  # noqa: F401  (registers torch.ops.lowbit.*)
 from . import ops
-from ._cpu import cpu_isa, set_cpu_isa, build_info
+from ._cpu import build_info, cpu_isa, last_kernels, set_cpu_isa, use_cpu_isa
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "cpu_isa", "set_cpu_isa", "build_info", "__version__"]
+__all__ = ["ops", "cpu_isa", "set_cpu_isa", "use_cpu_isa", "last_kernels", "build_info", "__version__"]

@@ -32,3 +32,12 @@ def use_cpu_isa(name: str):
 def build_info() -> dict:
     """How the extension was built (AVX2 kernels, CUDA, compiler)."""
     return dict(_C.build_info())
+
+
+def last_kernels() -> dict:
+    """Op name -> the kernel its latest call ran (``"portable"``, ``"avx2_..."``).
+
+    The mixed-precision linear ops record their choice on every call, so a slow
+    path never goes unnoticed: check this after a forward pass.
+    """
+    return dict(_C.last_kernels())
