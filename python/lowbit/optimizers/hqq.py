@@ -10,7 +10,7 @@ two easy steps, alternated for a few iterations:
 2. ``z = mean_group(Q - (W - E) / s)``: the closed-form minimiser in ``z`` of the
    quadratic term, with the codes ``Q`` fixed;
 
-while ``beta`` grows by ``kappa`` each time. The scale stays the minmax one. All
+while ``beta`` grows by ``kappa`` each time (stopping early once no group improves). The scale stays the minmax one. All
 groups are solved at once with whole-tensor operations; each group keeps the
 zero-point of its lowest mean squared error seen, so the result is never worse
 than minmax in the L2 sense.
@@ -21,7 +21,9 @@ from .base import MinMaxOptimizer, Optimizer
 
 
 def _shrink_lp(x: torch.Tensor, beta: float, p: float) -> torch.Tensor:
-    return torch.sign(x) * torch.relu(x.abs() - (1.0 / beta) * (x.abs() + 1e-8).pow(p - 1))
+    a = x.abs()
+    shrunk = a - (a + 1e-8).pow_(p - 1).div_(beta)
+    return shrunk.clamp_min_(0).mul_(torch.sign(x))
 
 
 class HqqOptimizer(Optimizer):
@@ -45,18 +47,25 @@ class HqqOptimizer(Optimizer):
             w = weight.float().reshape(1, 1, n * k)
         shape = scale.shape
         s = scale.reshape(w.shape[0], w.shape[1], 1)
+        u = w / s  # the weight in units of its scale: the scale is fixed, so errors compare in these units
         z = zero.reshape(w.shape[0], w.shape[1], 1).clone()
         best_z = z.clone()
         best_err = torch.full_like(z, float("inf"))
         beta = self.beta
         for _ in range(self.iterations):
-            q = torch.clamp(torch.round(w / s + z), qtype.qmin, qtype.qmax)
-            w_hat = (q - z) * s
-            err = (w - w_hat).pow(2).mean(-1, keepdim=True)
+            r = u + z
+            q = torch.round(r).clamp_(qtype.qmin, qtype.qmax)
+            r.sub_(q)  # residual w - w_hat, in units of the scale
+            err = r.square().mean(-1, keepdim=True)
             better = err < best_err
+            if not bool(better.any()):
+                break
             best_err = torch.where(better, err, best_err)
             best_z = torch.where(better, z, best_z)
-            e = _shrink_lp(w - w_hat, beta, self.p)
-            z = (q - (w - e) / s).mean(-1, keepdim=True)
+            r_mean = r.mean(-1, keepdim=True)
+            r.mul_(s)
+            e = _shrink_lp(r, beta, self.p)
+            # closed form: z = mean(q - (w - e) / s) = z - mean(r / s) + mean(e) / s
+            z = z - r_mean + e.mean(-1, keepdim=True) / s
             beta *= self.kappa
         return scale, best_z.reshape(shape).contiguous()
