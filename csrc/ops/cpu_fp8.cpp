@@ -1,0 +1,132 @@
+// CPU glue of the float8 ops: checks, output allocation, parallel walk over the
+// scale layout. Non-contiguous inputs are accepted and copied to contiguous first.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <optional>
+#include <vector>
+
+#include "cpu/fp8.h"
+#include "ops/checks.h"
+#include "ops/cpu_driver.h"
+
+namespace lowbit::ops {
+namespace {
+
+using cpu::Fp8Format;
+
+bool is_fp8(at::ScalarType t) { return t == at::kFloat8_e4m3fn || t == at::kFloat8_e5m2; }
+
+Fp8Format fp8_format_arg(at::ScalarType t, const char* op) {
+  TORCH_CHECK(is_fp8(t), "lowbit.", op, ": expected dtype torch.float8_e4m3fn or torch.float8_e5m2, got ", t);
+  return t == at::kFloat8_e4m3fn ? Fp8Format::E4M3FN : Fp8Format::E5M2;
+}
+
+// layout_from_scale, plus the one case it refuses: a per-group scale [..., 0] of an
+// input [..., 0] (what choose_scale_fp8 returns for it; any group size divides 0).
+ScaleLayout scale_layout(const at::Tensor& x, const at::Tensor& scale, const char* op) {
+  if (x.dim() > 0 && scale.dim() == x.dim() && x.size(-1) == 0 && scale.size(-1) == 0 &&
+      scale.scalar_type() == at::kFloat && scale.device() == x.device()) {
+    bool leading_equal = true;
+    for (int64_t d = 0; d + 1 < x.dim(); ++d) leading_equal &= scale.size(d) == x.size(d);
+    if (leading_equal) return ScaleLayout{1, 0, 1};
+  }
+  return layout_from_scale(x, scale, op);
+}
+
+// Calls fn(static_cast<T*>(nullptr)) with T the kernel element type of `t` (a float dtype).
+template <class Fn>
+void with_float_type(at::ScalarType t, Fn fn) {
+  switch (t) {
+    case at::kFloat: fn(static_cast<float*>(nullptr)); break;
+    case at::kHalf: fn(static_cast<half_t*>(nullptr)); break;
+    default: fn(static_cast<bf16_t*>(nullptr)); break;
+  }
+}
+
+at::Tensor choose_scale_fp8(const at::Tensor& x_in, at::ScalarType dtype, std::optional<int64_t> axis,
+                            std::optional<int64_t> group_size) {
+  constexpr const char* op = "choose_scale_fp8";
+  check_float(x_in, op, "x");
+  const Fp8Format fmt = fp8_format_arg(dtype, op);
+  const ParamShape ps = param_shape_for(x_in, axis, group_size, op);
+  const at::Tensor x = x_in.contiguous();
+  const int64_t C = ps.layout.channels;
+  std::vector<float> mins(static_cast<size_t>(C)), maxs(static_cast<size_t>(C));
+  with_float_type(x.scalar_type(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
+    reduce_minmax(
+        ps.layout, mins.data(), maxs.data(),
+        [&](int64_t off, int64_t n, float* mn, float* mx) { cpu::fp8_absmax_row(xp + off, n, mn, mx); },
+        [&](int64_t off, int64_t rows, int64_t cols, float* mn, float* mx) {
+          cpu::fp8_absmax_cols(xp + off, rows, cols, mn, mx);
+        });
+  });
+  at::Tensor scale = at::empty(ps.shape, x.options().dtype(at::kFloat));
+  float* sp = scale.data_ptr<float>();
+  const float max_finite = cpu::fp8_max_finite(fmt);
+  for (int64_t c = 0; c < C; ++c) {
+    TORCH_CHECK(std::isfinite(mins[c]) && std::isfinite(maxs[c]), "lowbit.", op,
+                ": expected finite values in x, got non-finite values (NaN or inf) in the elements of scale index ",
+                c, " (flat) of ", C);
+    const float absmax = std::max(-mins[c], maxs[c]);
+    const float s = absmax / max_finite;
+    // all-zero channels, and those so small that the quotient underflows, get 1
+    sp[c] = s > 0.f ? s : 1.f;
+  }
+  return scale;
+}
+
+at::Tensor quantize_fp8(const at::Tensor& x_in, const at::Tensor& scale_in, at::ScalarType dtype) {
+  constexpr const char* op = "quantize_fp8";
+  check_float(x_in, op, "x");
+  const Fp8Format fmt = fp8_format_arg(dtype, op);
+  const ScaleLayout L = scale_layout(x_in, scale_in, op);
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor scale = scale_in.contiguous();
+  at::Tensor q = at::empty(x.sizes(), x.options().dtype(dtype));
+  uint8_t* qp = static_cast<uint8_t*>(q.data_ptr());
+  const float* sp = scale.const_data_ptr<float>();
+  with_float_type(x.scalar_type(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const T* xp = reinterpret_cast<const T*>(x.const_data_ptr());
+    for_each_span(L, [&](int64_t off, int64_t n, int64_t ch, int64_t stride) {
+      cpu::quantize_fp8_span(xp + off, qp + off, n, sp + ch, stride, fmt);
+    });
+  });
+  return q;
+}
+
+at::Tensor dequantize_fp8(const at::Tensor& q_in, const at::Tensor& scale_in, at::ScalarType dtype) {
+  constexpr const char* op = "dequantize_fp8";
+  TORCH_CHECK(is_fp8(q_in.scalar_type()), "lowbit.", op,
+              ": expected q of dtype torch.float8_e4m3fn or torch.float8_e5m2, got ", q_in.scalar_type());
+  check_float_dtype_arg(dtype, op, "dtype");
+  const Fp8Format fmt = q_in.scalar_type() == at::kFloat8_e4m3fn ? Fp8Format::E4M3FN : Fp8Format::E5M2;
+  const ScaleLayout L = scale_layout(q_in, scale_in, op);
+  const at::Tensor q = q_in.contiguous();
+  const at::Tensor scale = scale_in.contiguous();
+  at::Tensor y = at::empty(q.sizes(), q.options().dtype(dtype));
+  const uint8_t* qp = static_cast<const uint8_t*>(q.const_data_ptr());
+  const float* sp = scale.const_data_ptr<float>();
+  with_float_type(dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    T* yp = reinterpret_cast<T*>(y.data_ptr());
+    for_each_span(L, [&](int64_t off, int64_t n, int64_t ch, int64_t stride) {
+      cpu::dequantize_fp8_span(qp + off, yp + off, n, sp + ch, stride, fmt);
+    });
+  });
+  return y;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lowbit, CPU, m) {
+  m.impl("choose_scale_fp8", &choose_scale_fp8);
+  m.impl("quantize_fp8", &quantize_fp8);
+  m.impl("dequantize_fp8", &dequantize_fp8);
+}
+
+}  // namespace lowbit::ops
