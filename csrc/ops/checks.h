@@ -20,6 +20,16 @@ inline FloatType float_type_of(at::ScalarType t) {
   return t == at::kFloat ? FloatType::F32 : (t == at::kHalf ? FloatType::F16 : FloatType::BF16);
 }
 
+// Calls fn(static_cast<T*>(nullptr)) with T the kernel element type (float,
+// half_t, bf16_t) of a float dtype already checked by check_float.
+template <class Fn> void with_float_type(at::ScalarType t, Fn&& fn) {
+  switch (t) {
+    case at::kFloat: fn(static_cast<float*>(nullptr)); break;
+    case at::kHalf: fn(static_cast<half_t*>(nullptr)); break;
+    default: fn(static_cast<bf16_t*>(nullptr)); break;
+  }
+}
+
 inline void check_float(const at::Tensor& t, const char* op, const char* arg) {
   TORCH_CHECK(is_float_dtype(t.scalar_type()), "lowbit.", op, ": expected ", arg,
               " of dtype float32, float16 or bfloat16, got ", t.scalar_type());
@@ -102,6 +112,8 @@ inline ScaleLayout layout_from_scale(const at::Tensor& x, const at::Tensor& scal
   if (scale.numel() == 1) return ScaleLayout{1, 1, x.numel()};
   bool leading_equal = true;
   for (int64_t d = 0; d + 1 < dim; ++d) leading_equal &= scale.size(d) == x.size(d);
+  // [..., 0] parameters of an input [..., 0]: what a per-group choice returns for it
+  if (leading_equal && dim > 0 && scale.size(-1) == 0 && x.size(-1) == 0) return ScaleLayout{1, 0, 1};
   if (leading_equal && scale.size(-1) > 0 && x.size(-1) % scale.size(-1) == 0) {
     const int64_t g = x.size(-1) / scale.size(-1);
     return ScaleLayout{1, scale.numel(), g};

@@ -11,14 +11,6 @@
 namespace lowbit::ops {
 namespace {
 
-// Calls fn(static_cast<const T*>(nullptr)) with T the kernel element type of `t`.
-template <class Fn> void with_float_type(at::ScalarType t, Fn&& fn) {
-  switch (t) {
-    case at::kFloat: fn(static_cast<float*>(nullptr)); break;
-    case at::kHalf: fn(static_cast<half_t*>(nullptr)); break;
-    default: fn(static_cast<bf16_t*>(nullptr)); break;
-  }
-}
 
 // Scales must be positive and finite, zero-points finite: anything else would
 // turn every code of a channel into garbage without a word.

@@ -23,27 +23,6 @@ Fp8Format fp8_format_arg(at::ScalarType t, const char* op) {
   return t == at::kFloat8_e4m3fn ? Fp8Format::E4M3FN : Fp8Format::E5M2;
 }
 
-// layout_from_scale, plus the one case it refuses: a per-group scale [..., 0] of an
-// input [..., 0] (what choose_scale_fp8 returns for it; any group size divides 0).
-ScaleLayout scale_layout(const at::Tensor& x, const at::Tensor& scale, const char* op) {
-  if (x.dim() > 0 && scale.dim() == x.dim() && x.size(-1) == 0 && scale.size(-1) == 0 &&
-      scale.scalar_type() == at::kFloat && scale.device() == x.device()) {
-    bool leading_equal = true;
-    for (int64_t d = 0; d + 1 < x.dim(); ++d) leading_equal &= scale.size(d) == x.size(d);
-    if (leading_equal) return ScaleLayout{1, 0, 1};
-  }
-  return layout_from_scale(x, scale, op);
-}
-
-// Calls fn(static_cast<T*>(nullptr)) with T the kernel element type of `t` (a float dtype).
-template <class Fn>
-void with_float_type(at::ScalarType t, Fn fn) {
-  switch (t) {
-    case at::kFloat: fn(static_cast<float*>(nullptr)); break;
-    case at::kHalf: fn(static_cast<half_t*>(nullptr)); break;
-    default: fn(static_cast<bf16_t*>(nullptr)); break;
-  }
-}
 
 at::Tensor choose_scale_fp8(const at::Tensor& x_in, at::ScalarType dtype, std::optional<int64_t> axis,
                             std::optional<int64_t> group_size) {
@@ -83,7 +62,7 @@ at::Tensor quantize_fp8(const at::Tensor& x_in, const at::Tensor& scale_in, at::
   constexpr const char* op = "quantize_fp8";
   check_float(x_in, op, "x");
   const Fp8Format fmt = fp8_format_arg(dtype, op);
-  const ScaleLayout L = scale_layout(x_in, scale_in, op);
+  const ScaleLayout L = layout_from_scale(x_in, scale_in, op);
   const at::Tensor x = x_in.contiguous();
   const at::Tensor scale = scale_in.contiguous();
   at::Tensor q = at::empty(x.sizes(), x.options().dtype(dtype));
@@ -105,7 +84,7 @@ at::Tensor dequantize_fp8(const at::Tensor& q_in, const at::Tensor& scale_in, at
               ": expected q of dtype torch.float8_e4m3fn or torch.float8_e5m2, got ", q_in.scalar_type());
   check_float_dtype_arg(dtype, op, "dtype");
   const Fp8Format fmt = q_in.scalar_type() == at::kFloat8_e4m3fn ? Fp8Format::E4M3FN : Fp8Format::E5M2;
-  const ScaleLayout L = scale_layout(q_in, scale_in, op);
+  const ScaleLayout L = layout_from_scale(q_in, scale_in, op);
   const at::Tensor q = q_in.contiguous();
   const at::Tensor scale = scale_in.contiguous();
   at::Tensor y = at::empty(q.sizes(), q.options().dtype(dtype));

@@ -28,3 +28,30 @@ def param_shape(x: torch.Tensor, axis, group_size, op: str) -> list:
         a = axis % dim
         return [s if d == a else 1 for d, s in enumerate(shape)]
     return [1] * len(shape)
+
+
+def _scale_layout_ok(x: torch.Tensor, scale: torch.Tensor) -> bool:
+    # Mirrors layout_from_scale in csrc/ops/checks.h.
+    if scale.numel() == 1:
+        return True
+    dim = x.dim()
+    if all(scale.shape[d] == x.shape[d] for d in range(dim - 1)):
+        if scale.shape[-1] > 0 and x.shape[-1] % scale.shape[-1] == 0:
+            return True
+        if scale.shape[-1] == 0 and x.shape[-1] == 0:
+            return True
+    non_one = [d for d in range(dim) if scale.shape[d] != 1]
+    return len(non_one) == 1 and scale.shape[non_one[0]] == x.shape[non_one[0]]
+
+
+def check_scale(x: torch.Tensor, scale: torch.Tensor, op: str) -> None:
+    torch._check(scale.dtype == torch.float32,
+                 lambda: f"lowbit.{op}: expected scale of dtype Float, got {scale.dtype}")
+    torch._check(scale.device == x.device,
+                 lambda: f"lowbit.{op}: expected scale on the device of the input ({x.device}), got {scale.device}")
+    torch._check(scale.dim() == x.dim(),
+                 lambda: f"lowbit.{op}: expected scale of rank {x.dim()} (the input's rank, keepdim-style), "
+                         f"got shape {list(scale.shape)} for input shape {list(x.shape)}")
+    torch._check(_scale_layout_ok(x, scale),
+                 lambda: f"lowbit.{op}: scale of shape {list(scale.shape)} is not a per-tensor, per-axis or "
+                         f"per-group (last axis) layout for input of shape {list(x.shape)}")

@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ._fake_helpers import check_float, param_shape
+from ._fake_helpers import check_float, check_scale, param_shape
 
 __all__ = ["choose_qparams_affine", "quantize_affine", "dequantize_affine"]
 
@@ -65,9 +65,7 @@ def _check_bits(bits: int, op: str) -> None:
 
 
 def _check_params(x: torch.Tensor, scale: torch.Tensor, zero_point, op: str) -> None:
-    torch._check(scale.dtype == torch.float32, lambda: f"lowbit.{op}: expected scale of dtype torch.float32, got {scale.dtype}")
-    torch._check(scale.dim() == x.dim(),
-                 lambda: f"lowbit.{op}: expected scale of rank {x.dim()} (the input's rank, keepdim-style), got shape {list(scale.shape)}")
+    check_scale(x, scale, op)
     if zero_point is not None:
         torch._check(zero_point.shape == scale.shape,
                      lambda: f"lowbit.{op}: expected zero_point of the shape of scale {list(scale.shape)}, got {list(zero_point.shape)}")

@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-from ._fake_helpers import check_float, param_shape
+from ._fake_helpers import check_float, check_scale, param_shape
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 #: Largest finite value of each float8 format.
@@ -100,34 +100,6 @@ def _check_fp8_dtype(dtype: torch.dtype, op: str) -> None:
                  lambda: f"lowbit.{op}: expected dtype torch.float8_e4m3fn or torch.float8_e5m2, got {dtype}")
 
 
-def _scale_layout_ok(x: torch.Tensor, scale: torch.Tensor) -> bool:
-    # Mirrors scale_layout in csrc/ops/cpu_fp8.cpp (layout_from_scale of checks.h, plus
-    # the per-group scale [..., 0] of an input [..., 0]).
-    if scale.numel() == 1:
-        return True
-    dim = x.dim()
-    if all(scale.shape[d] == x.shape[d] for d in range(dim - 1)):
-        if scale.shape[-1] > 0 and x.shape[-1] % scale.shape[-1] == 0:
-            return True
-        if scale.shape[-1] == 0 and x.shape[-1] == 0:
-            return True
-    non_one = [d for d in range(dim) if scale.shape[d] != 1]
-    return len(non_one) == 1 and scale.shape[non_one[0]] == x.shape[non_one[0]]
-
-
-def _check_scale(x: torch.Tensor, scale: torch.Tensor, op: str) -> None:
-    torch._check(scale.dtype == torch.float32,
-                 lambda: f"lowbit.{op}: expected scale of dtype Float, got {scale.dtype}")
-    torch._check(scale.device == x.device,
-                 lambda: f"lowbit.{op}: expected scale on the device of the input ({x.device}), got {scale.device}")
-    torch._check(scale.dim() == x.dim(),
-                 lambda: f"lowbit.{op}: expected scale of rank {x.dim()} (the input's rank, keepdim-style), "
-                         f"got shape {list(scale.shape)} for input shape {list(x.shape)}")
-    torch._check(_scale_layout_ok(x, scale),
-                 lambda: f"lowbit.{op}: scale of shape {list(scale.shape)} is not a per-tensor, per-axis or "
-                         f"per-group (last axis) layout for input of shape {list(x.shape)}")
-
-
 @torch.library.register_fake("lowbit::choose_scale_fp8")
 def _choose_scale_fp8_fake(x, dtype, axis=None, group_size=None):
     op = "choose_scale_fp8"
@@ -141,7 +113,7 @@ def _quantize_fp8_fake(x, scale, dtype):
     op = "quantize_fp8"
     check_float(x, op, "x")
     _check_fp8_dtype(dtype, op)
-    _check_scale(x, scale, op)
+    check_scale(x, scale, op)
     return x.new_empty(x.shape, dtype=dtype)
 
 
@@ -152,5 +124,5 @@ def _dequantize_fp8_fake(q, scale, dtype):
                  lambda: f"lowbit.{op}: expected q of dtype torch.float8_e4m3fn or torch.float8_e5m2, got {q.dtype}")
     torch._check(dtype in (torch.float32, torch.float16, torch.bfloat16),
                  lambda: f"lowbit.{op}: expected dtype to be torch.float32, torch.float16 or torch.bfloat16, got {dtype}")
-    _check_scale(q, scale, op)
+    check_scale(q, scale, op)
     return q.new_empty(q.shape, dtype=dtype)
