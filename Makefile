@@ -46,4 +46,4 @@ asan:
 	cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOWBIT_ASAN=ON -DPython_EXECUTABLE=$$(command -v $(PY) || command -v python) >/dev/null
 	cmake --build build/asan
 	cp build/asan/_C*.so python/lowbit/
-	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=python $(PY) -m pytest -q -p no:cacheprovider tests/ops
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=python $(PY) -m pytest -q -p no:cacheprovider tests/ops
