@@ -1,0 +1,335 @@
+// AVX2/FMA kernels of linear_intx (docs/kernels.md, "2- and 4-bit weights").
+//
+// Both paths read the canonical packed rows as they are and instead permute x once
+// per call, so that the inner loop needs no byte shuffles:
+// - float path: 8 packed bytes are widened to 8 int32 lanes (vpmovzxbd); field f of
+//   lane i (bits [f*bits, (f+1)*bits)) is element NV*i + f of the unit of 8*NV
+//   elements (NV = 8 / bits), so x is stored per unit as xp[f*8 + i] = x[NV*i + f].
+// - int8 path: 32 packed bytes hold a chunk of 32*NV elements; field f of byte j is
+//   element NV*j + f, so the int8 x codes are stored per chunk as q[f*32 + j].
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "cpu/avx2/vec_avx2.h"
+#include "cpu/gemm_intx.h"
+
+namespace lowbit::cpu::avx2 {
+namespace {
+
+inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// ---------------------------------------------------------------- float path ----
+
+// MR rows of x against one weight row over k in [k0, k1) (multiples of the unit):
+// w = u * scale - (2^(bits-1) + zp) * scale per element (one FMA), then MR FMAs.
+// U independent accumulator sets hide the FMA latency when MR is small.
+template <int BITS, int MR, int U>
+inline void f32_tile(const uint8_t* wrow, const float* srow, const float* zrow, int64_t g, const float* xp,
+                     int64_t ldx, int64_t k0, int64_t k1, float* out) {
+  constexpr int NV = 8 / BITS;
+  constexpr int64_t UE = 8 * NV;
+  constexpr float OFF = static_cast<float>(1 << (BITS - 1));
+  const __m256i mask = _mm256_set1_epi32((1 << BITS) - 1);
+  __m256 acc[U][MR];
+  for (int u = 0; u < U; ++u)
+    for (int r = 0; r < MR; ++r) acc[u][r] = _mm256_setzero_ps();
+  int64_t k = k0;
+  while (k < k1) {
+    const int64_t gi = k / g;
+    const int64_t kend = std::min(k1, (gi + 1) * g);
+    const float s = srow[gi];
+    const float zp = zrow ? zrow[gi] : 0.f;
+    const __m256 vs = _mm256_set1_ps(s), vc = _mm256_set1_ps(-(OFF + zp) * s);
+    auto unit = [&](int64_t kk, int u) {
+      const __m256i d = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wrow + kk / NV)));
+      for (int f = 0; f < NV; ++f) {
+        __m256i q = f == 0 ? d : _mm256_srli_epi32(d, BITS * f);
+        if (f != NV - 1) q = _mm256_and_si256(q, mask);
+        const __m256 wv = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), vs, vc);
+        for (int r = 0; r < MR; ++r)
+          acc[u][r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xp + r * ldx + kk + 8 * f), acc[u][r]);
+      }
+    };
+    for (; k + U * UE <= kend; k += U * UE)
+      for (int u = 0; u < U; ++u) unit(k + u * UE, u);
+    for (; k < kend; k += UE) unit(k, 0);
+  }
+  for (int r = 0; r < MR; ++r) {
+    __m256 t = acc[0][r];
+    for (int u = 1; u < U; ++u) t = _mm256_add_ps(t, acc[u][r]);
+    out[r] = hsum8(t);
+  }
+}
+
+// Rows [m, m + MR) of y for channels [n0, n1). For MR > 1, K is cut into chunks so the
+// MR x Kc floats of x stay in L1 while every weight row of the range streams past.
+template <int BITS, int MR>
+void f32_rows(const IntxWeights& w, const float* xp, int64_t m, const float* bias, float* y, int64_t n0,
+              int64_t n1) {
+  constexpr int U = MR == 1 ? 4 : (MR <= 3 ? 2 : 1);
+  const int64_t K = w.K, G = K / w.group_size, row_bytes = K * BITS / 8;
+  const int64_t Kc = MR == 1 ? K : 512;
+  for (int64_t kc = 0; kc < K; kc += Kc) {
+    const int64_t ke = std::min(K, kc + Kc);
+    const bool last = ke == K;
+    for (int64_t n = n0; n < n1; ++n) {
+      float out[MR];
+      f32_tile<BITS, MR, U>(w.packed + n * row_bytes, w.scale + n * G, w.zero_point ? w.zero_point + n * G : nullptr,
+                            w.group_size, xp + m * K, K, kc, ke, out);
+      for (int r = 0; r < MR; ++r) {
+        float* dst = y + (m + r) * w.N + n;
+        float v = kc == 0 ? out[r] : *dst + out[r];
+        if (last && bias) v += bias[n];
+        *dst = v;
+      }
+    }
+  }
+}
+
+template <int BITS>
+void f32_all(const IntxWeights& w, const float* xp, int64_t M, const float* bias, float* y, int64_t n0, int64_t n1) {
+  int64_t m = 0;
+  for (; m + 8 <= M; m += 8) f32_rows<BITS, 8>(w, xp, m, bias, y, n0, n1);
+  switch (M - m) {
+    case 1: f32_rows<BITS, 1>(w, xp, m, bias, y, n0, n1); break;
+    case 2: f32_rows<BITS, 2>(w, xp, m, bias, y, n0, n1); break;
+    case 3: f32_rows<BITS, 3>(w, xp, m, bias, y, n0, n1); break;
+    case 4: f32_rows<BITS, 4>(w, xp, m, bias, y, n0, n1); break;
+    case 5: f32_rows<BITS, 5>(w, xp, m, bias, y, n0, n1); break;
+    case 6: f32_rows<BITS, 6>(w, xp, m, bias, y, n0, n1); break;
+    case 7: f32_rows<BITS, 7>(w, xp, m, bias, y, n0, n1); break;
+    default: break;
+  }
+}
+
+// ----------------------------------------------------------------- int8 path ----
+
+// Same arithmetic as the portable quantize_block (scalar on purpose: both ISAs must
+// produce the same int8 codes and scales).
+inline float quantize_block(const float* v, int8_t* q) {
+  float amax = 0.f;
+  bool finite = true;
+  for (int64_t i = 0; i < kIntxActBlock; ++i) {
+    const float a = std::fabs(v[i]);
+    finite &= a < std::numeric_limits<float>::infinity();
+    amax = a > amax ? a : amax;
+  }
+  if (!finite) {
+    std::memset(q, 0, kIntxActBlock);
+    return std::numeric_limits<float>::quiet_NaN();
+  }
+  const float id = amax > 0.f ? 127.f / amax : 0.f;
+  for (int64_t i = 0; i < kIntxActBlock; ++i) {
+    float r = std::nearbyint(v[i] * id);
+    r = r > 127.f ? 127.f : (r < -127.f ? -127.f : r);
+    q[i] = static_cast<int8_t>(r);
+  }
+  return amax / 127.f;
+}
+
+// MR rows of int8 x against one weight row over k in [k0, k1) (multiples of the chunk
+// CH = 32 * NV). Per chunk and row: NV maddubs (unsigned stored fields x signed x codes),
+// summed in int16 (at most NV * 2 * (2^bits - 1) * 127 <= 7620), madd to 8 int32 lanes,
+// lane l covering elements [l*CH/8, (l+1)*CH/8) of the chunk, i.e. one x block's part.
+// UNIFORM: the group size is a multiple of CH, so one scale covers the chunk.
+template <int BITS, int MR, bool UNIFORM>
+inline void i8_tile(const uint8_t* wrow, const float* srow, int64_t g, const int8_t* xq, const float* lane_dx,
+                    int64_t K, int64_t k0, int64_t k1, float* out) {
+  constexpr int NV = 8 / BITS;
+  constexpr int64_t CH = 32 * NV;
+  const __m256i mask = _mm256_set1_epi8(static_cast<char>((1 << BITS) - 1));
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int64_t ldl = K / 8;
+  __m256 acc[MR];
+  for (int r = 0; r < MR; ++r) acc[r] = _mm256_setzero_ps();
+  auto chunk = [&](int64_t k, __m256 (&f)[MR]) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wrow + k / NV));
+    __m256i s16[MR];
+    for (int fi = 0; fi < NV; ++fi) {
+      const __m256i qf = _mm256_and_si256(fi == 0 ? v : _mm256_srli_epi16(v, BITS * fi), mask);
+      for (int r = 0; r < MR; ++r) {
+        const __m256i p = _mm256_maddubs_epi16(
+            qf, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + r * K + k + 32 * fi)));
+        s16[r] = fi == 0 ? p : _mm256_add_epi16(s16[r], p);
+      }
+    }
+    for (int r = 0; r < MR; ++r) f[r] = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16[r], ones));
+  };
+  int64_t k = k0;
+  if (UNIFORM) {
+    while (k < k1) {
+      const int64_t gi = k / g;
+      const int64_t kend = std::min(k1, (gi + 1) * g);
+      __m256 accg[MR];
+      for (int r = 0; r < MR; ++r) accg[r] = _mm256_setzero_ps();
+      for (; k < kend; k += CH) {
+        __m256 f[MR];
+        chunk(k, f);
+        for (int r = 0; r < MR; ++r) accg[r] = _mm256_fmadd_ps(f[r], _mm256_loadu_ps(lane_dx + r * ldl + k / 8), accg[r]);
+      }
+      const __m256 vs = _mm256_set1_ps(srow[gi]);
+      for (int r = 0; r < MR; ++r) acc[r] = _mm256_fmadd_ps(accg[r], vs, acc[r]);
+    }
+  } else {
+    for (; k < k1; k += CH) {
+      constexpr int64_t LE = CH / 8;  // elements per lane
+      const __m256 svec = _mm256_setr_ps(srow[(k + 0 * LE) / g], srow[(k + 1 * LE) / g], srow[(k + 2 * LE) / g],
+                                         srow[(k + 3 * LE) / g], srow[(k + 4 * LE) / g], srow[(k + 5 * LE) / g],
+                                         srow[(k + 6 * LE) / g], srow[(k + 7 * LE) / g]);
+      __m256 f[MR];
+      chunk(k, f);
+      for (int r = 0; r < MR; ++r)
+        acc[r] = _mm256_fmadd_ps(f[r], _mm256_mul_ps(_mm256_loadu_ps(lane_dx + r * ldl + k / 8), svec), acc[r]);
+    }
+  }
+  for (int r = 0; r < MR; ++r) out[r] = hsum8(acc[r]);
+}
+
+template <int BITS, int MR, bool UNIFORM>
+void i8_rows(const IntxWeights& w, const IntxInt8Ws& s, int64_t m, const float* bias, float* y, int64_t n0,
+             int64_t n1) {
+  constexpr float OFF = static_cast<float>(1 << (BITS - 1));
+  const int64_t K = w.K, G = K / w.group_size, row_bytes = K * BITS / 8;
+  const int64_t Kc = MR == 1 ? K : 2048;
+  for (int64_t kc = 0; kc < K; kc += Kc) {
+    const int64_t ke = std::min(K, kc + Kc);
+    const bool last = ke == K;
+    for (int64_t n = n0; n < n1; ++n) {
+      const float* srow = w.scale + n * G;
+      float out[MR];
+      i8_tile<BITS, MR, UNIFORM>(w.packed + n * row_bytes, srow, w.group_size, s.q + m * K, s.lane_dx + m * (K / 8),
+                                 K, kc, ke, out);
+      for (int r = 0; r < MR; ++r) {
+        float* dst = y + (m + r) * w.N + n;
+        float v = kc == 0 ? out[r] : *dst + out[r];
+        if (last) {
+          // The stored fields are code + OFF: take (OFF + zp) * scale * sum(x) back out.
+          const float* xs = s.xsum + (m + r) * G;
+          float c = 0.f;
+          if (w.zero_point) {
+            const float* zrow = w.zero_point + n * G;
+            for (int64_t gi = 0; gi < G; ++gi) c += srow[gi] * (OFF + zrow[gi]) * xs[gi];
+          } else {
+            for (int64_t gi = 0; gi < G; ++gi) c += srow[gi] * OFF * xs[gi];
+          }
+          v -= c;
+          if (bias) v += bias[n];
+        }
+        *dst = v;
+      }
+    }
+  }
+}
+
+template <int BITS, bool UNIFORM>
+void i8_all(const IntxWeights& w, const IntxInt8Ws& s, int64_t M, const float* bias, float* y, int64_t n0,
+            int64_t n1) {
+  int64_t m = 0;
+  for (; m + 4 <= M; m += 4) i8_rows<BITS, 4, UNIFORM>(w, s, m, bias, y, n0, n1);
+  switch (M - m) {
+    case 1: i8_rows<BITS, 1, UNIFORM>(w, s, m, bias, y, n0, n1); break;
+    case 2: i8_rows<BITS, 2, UNIFORM>(w, s, m, bias, y, n0, n1); break;
+    case 3: i8_rows<BITS, 3, UNIFORM>(w, s, m, bias, y, n0, n1); break;
+    default: break;
+  }
+}
+
+}  // namespace
+
+bool intx_f32_supported(const IntxWeights& w) {
+  if (w.bits != 2 && w.bits != 4) return false;
+  const int64_t unit = 8 * (8 / w.bits);
+  return w.group_size % unit == 0;
+}
+
+bool intx_int8_supported(const IntxWeights& w) {
+  if (w.bits != 2 && w.bits != 4) return false;
+  const int64_t chunk = 32 * (8 / w.bits);
+  return w.K % chunk == 0 && w.group_size % kIntxActBlock == 0;
+}
+
+template <typename T>
+void intx_prepare_f32(const IntxWeights& w, const T* x, float* xp, int64_t m0, int64_t m1) {
+  const int64_t K = w.K;
+  const int NV = 8 / w.bits;
+  const int64_t UE = 8 * NV;
+  for (int64_t m = m0; m < m1; ++m) {
+    const T* xr = x + m * K;
+    float* dst = xp + m * K;
+    for (int64_t u = 0; u < K; u += UE)
+      for (int f = 0; f < NV; ++f)
+        for (int i = 0; i < 8; ++i) dst[u + f * 8 + i] = to_float(xr[u + NV * i + f]);
+  }
+}
+
+template <typename T>
+void intx_prepare_int8(const IntxWeights& w, const T* x, int64_t M, void* ws, int64_t m0, int64_t m1) {
+  const int64_t K = w.K, G = K / w.group_size, nb = K / kIntxActBlock, bpg = w.group_size / kIntxActBlock;
+  const int NV = 8 / w.bits;
+  const int64_t CH = 32 * NV, LE = CH / 8;
+  IntxInt8Ws s = intx_int8_ws(ws, M, K, G);
+  float buf[kIntxActBlock];
+  int8_t qb[256];
+  std::vector<float> bsum(static_cast<size_t>(nb));
+  for (int64_t m = m0; m < m1; ++m) {
+    const T* xr = x + m * K;
+    int8_t* qr = s.q + m * K;
+    float* dx = s.dx + m * nb;
+    for (int64_t c = 0; c < K; c += CH) {
+      for (int64_t b = 0; b < CH / kIntxActBlock; ++b) {
+        for (int64_t i = 0; i < kIntxActBlock; ++i) buf[i] = to_float(xr[c + b * kIntxActBlock + i]);
+        dx[(c / kIntxActBlock) + b] = quantize_block(buf, qb + b * kIntxActBlock);
+        int32_t qs = 0;
+        for (int64_t i = 0; i < kIntxActBlock; ++i) qs += qb[b * kIntxActBlock + i];
+        bsum[(c / kIntxActBlock) + b] = static_cast<float>(qs);
+      }
+      for (int f = 0; f < NV; ++f)
+        for (int j = 0; j < 32; ++j) qr[c + f * 32 + j] = qb[NV * j + f];
+      for (int l = 0; l < 8; ++l) s.lane_dx[m * (K / 8) + c / 8 + l] = dx[(c + l * LE) / kIntxActBlock];
+    }
+    for (int64_t gi = 0; gi < G; ++gi) {
+      float acc = 0.f;
+      for (int64_t b = gi * bpg; b < (gi + 1) * bpg; ++b) acc += dx[b] * bsum[b];
+      s.xsum[m * G + gi] = acc;
+    }
+  }
+}
+
+void intx_compute_f32(const IntxWeights& w, const float* xp, int64_t M, const float* bias, float* y, int64_t n0,
+                      int64_t n1) {
+  if (w.bits == 4) f32_all<4>(w, xp, M, bias, y, n0, n1);
+  else f32_all<2>(w, xp, M, bias, y, n0, n1);
+}
+
+void intx_compute_int8(const IntxWeights& w, const void* ws, int64_t M, const float* bias, float* y, int64_t n0,
+                       int64_t n1) {
+  const IntxInt8Ws s = intx_int8_ws(const_cast<void*>(ws), M, w.K, w.K / w.group_size);
+  const int64_t chunk = 32 * (8 / w.bits);
+  const bool uniform = w.group_size % chunk == 0;
+  if (w.bits == 4) {
+    if (uniform) i8_all<4, true>(w, s, M, bias, y, n0, n1);
+    else i8_all<4, false>(w, s, M, bias, y, n0, n1);
+  } else {
+    if (uniform) i8_all<2, true>(w, s, M, bias, y, n0, n1);
+    else i8_all<2, false>(w, s, M, bias, y, n0, n1);
+  }
+}
+
+template void intx_prepare_f32<float>(const IntxWeights&, const float*, float*, int64_t, int64_t);
+template void intx_prepare_f32<half_t>(const IntxWeights&, const half_t*, float*, int64_t, int64_t);
+template void intx_prepare_f32<bf16_t>(const IntxWeights&, const bf16_t*, float*, int64_t, int64_t);
+template void intx_prepare_int8<float>(const IntxWeights&, const float*, int64_t, void*, int64_t, int64_t);
+template void intx_prepare_int8<half_t>(const IntxWeights&, const half_t*, int64_t, void*, int64_t, int64_t);
+template void intx_prepare_int8<bf16_t>(const IntxWeights&, const bf16_t*, int64_t, void*, int64_t, int64_t);
+
+}  // namespace lowbit::cpu::avx2

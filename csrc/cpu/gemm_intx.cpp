@@ -1,0 +1,197 @@
+#include "cpu/gemm_intx.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "cpu/isa.h"
+
+namespace lowbit::cpu {
+
+namespace {
+
+inline int code_at(const uint8_t* row, int64_t k, int bits) {
+  const int64_t bit = k * bits;
+  const int u = (row[bit >> 3] >> (bit & 7)) & ((1 << bits) - 1);
+  return u - (1 << (bits - 1));
+}
+
+// One block of x (float32) -> int8 codes with a symmetric float32 scale, the same
+// arithmetic as the AVX2 version: dx = amax / 127, q = rint(x * (127 / amax)).
+// A block holding NaN or +-inf gets dx = NaN (its outputs become NaN), q = 0.
+inline float quantize_block(const float* v, int8_t* q) {
+  float amax = 0.f;
+  bool finite = true;
+  for (int64_t i = 0; i < kIntxActBlock; ++i) {
+    const float a = std::fabs(v[i]);
+    finite &= a < std::numeric_limits<float>::infinity();
+    amax = a > amax ? a : amax;
+  }
+  if (!finite) {
+    std::memset(q, 0, kIntxActBlock);
+    return std::numeric_limits<float>::quiet_NaN();
+  }
+  const float id = amax > 0.f ? 127.f / amax : 0.f;
+  for (int64_t i = 0; i < kIntxActBlock; ++i) {
+    float r = std::nearbyint(v[i] * id);
+    r = r > 127.f ? 127.f : (r < -127.f ? -127.f : r);
+    q[i] = static_cast<int8_t>(r);
+  }
+  return amax / 127.f;
+}
+
+template <typename T>
+void prepare_portable_f32(const IntxWeights& w, const T* x, float* xf, int64_t m0, int64_t m1) {
+  const int64_t K = w.K;
+  for (int64_t m = m0; m < m1; ++m)
+    for (int64_t k = 0; k < K; ++k) xf[m * K + k] = to_float(x[m * K + k]);
+}
+
+template <typename T>
+void prepare_portable_int8(const IntxWeights& w, const T* x, int64_t M, void* ws, int64_t m0, int64_t m1) {
+  const int64_t K = w.K, G = K / w.group_size, nb = K / kIntxActBlock, bpg = w.group_size / kIntxActBlock;
+  IntxInt8Ws s = intx_int8_ws(ws, M, K, G);
+  float buf[kIntxActBlock];
+  for (int64_t m = m0; m < m1; ++m) {
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int64_t i = 0; i < kIntxActBlock; ++i) buf[i] = to_float(x[m * K + b * kIntxActBlock + i]);
+      s.dx[m * nb + b] = quantize_block(buf, s.q + m * K + b * kIntxActBlock);
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      float acc = 0.f;
+      for (int64_t b = g * bpg; b < (g + 1) * bpg; ++b) {
+        int32_t qs = 0;
+        for (int64_t i = 0; i < kIntxActBlock; ++i) qs += s.q[m * K + b * kIntxActBlock + i];
+        acc += s.dx[m * nb + b] * static_cast<float>(qs);
+      }
+      s.xsum[m * G + g] = acc;
+    }
+  }
+}
+
+// Exact path: per group, acc = sum_k (code_k - zp) * x_k in float32, y += scale * acc.
+void compute_portable_f32(const IntxWeights& w, const float* xf, int64_t M, const float* bias, float* y, int64_t n0,
+                          int64_t n1) {
+  const int64_t K = w.K, g = w.group_size, G = K / g, row_bytes = K * w.bits / 8;
+  std::vector<float> wrow(static_cast<size_t>(K));
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* row = w.packed + n * row_bytes;
+    // (code - zp) for the whole row, reused by every row of x.
+    for (int64_t k = 0; k < K; ++k) {
+      const float zp = w.zero_point ? w.zero_point[n * G + k / g] : 0.f;
+      wrow[k] = static_cast<float>(code_at(row, k, w.bits)) - zp;
+    }
+    for (int64_t m = 0; m < M; ++m) {
+      const float* xr = xf + m * K;
+      float out = 0.f;
+      for (int64_t gi = 0; gi < G; ++gi) {
+        float acc = 0.f;
+        for (int64_t k = gi * g; k < (gi + 1) * g; ++k) acc += wrow[k] * xr[k];
+        out += w.scale[n * G + gi] * acc;
+      }
+      y[m * w.N + n] = out + (bias ? bias[n] : 0.f);
+    }
+  }
+}
+
+// int8 path: per block of 32, an exact int32 dot of the codes with the int8 x codes;
+// per group: scale * (sum_b dx_b * dot_b - zp * xsum_g).
+void compute_portable_int8(const IntxWeights& w, const void* ws, int64_t M, const float* bias, float* y, int64_t n0,
+                           int64_t n1) {
+  const int64_t K = w.K, g = w.group_size, G = K / g, row_bytes = K * w.bits / 8, nb = K / kIntxActBlock;
+  const int64_t bpg = g / kIntxActBlock;
+  const IntxInt8Ws s = intx_int8_ws(const_cast<void*>(ws), M, K, G);
+  std::vector<int8_t> codes(static_cast<size_t>(K));
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* row = w.packed + n * row_bytes;
+    for (int64_t k = 0; k < K; ++k) codes[k] = static_cast<int8_t>(code_at(row, k, w.bits));
+    for (int64_t m = 0; m < M; ++m) {
+      const int8_t* q = s.q + m * K;
+      float out = 0.f;
+      for (int64_t gi = 0; gi < G; ++gi) {
+        float acc = 0.f;
+        for (int64_t b = gi * bpg; b < (gi + 1) * bpg; ++b) {
+          int32_t dot = 0;
+          for (int64_t i = b * kIntxActBlock; i < (b + 1) * kIntxActBlock; ++i) dot += codes[i] * q[i];
+          acc += s.dx[m * nb + b] * static_cast<float>(dot);
+        }
+        const float zp = w.zero_point ? w.zero_point[n * G + gi] : 0.f;
+        out += w.scale[n * G + gi] * (acc - zp * s.xsum[m * G + gi]);
+      }
+      y[m * w.N + n] = out + (bias ? bias[n] : 0.f);
+    }
+  }
+}
+
+}  // namespace
+
+IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations) {
+#if defined(LOWBIT_HAVE_AVX2)
+  const bool avx = use_avx2();
+#else
+  const bool avx = false;
+#endif
+  const bool int8 = int8_activations && w.group_size % kIntxActBlock == 0;
+  if (int8) {
+#if defined(LOWBIT_HAVE_AVX2)
+    if (avx && avx2::intx_int8_supported(w))
+      return {IntxKernel::Avx2Int8, M == 1 ? "avx2_gemv_int8act" : "avx2_gemm_int8act"};
+#endif
+    return {IntxKernel::PortableInt8, "portable_int8act"};
+  }
+#if defined(LOWBIT_HAVE_AVX2)
+  if (avx && avx2::intx_f32_supported(w))
+    return {IntxKernel::Avx2F32, M == 1 ? "avx2_gemv_f32act" : "avx2_gemm_f32act"};
+#endif
+  (void)avx;
+  return {IntxKernel::PortableF32, "portable_f32act"};
+}
+
+size_t intx_workspace_bytes(const IntxPlan& plan, const IntxWeights& w, int64_t M) {
+  switch (plan.kind) {
+    case IntxKernel::PortableF32:
+    case IntxKernel::Avx2F32:
+      return static_cast<size_t>(M * w.K) * sizeof(float);
+    default:
+      return intx_int8_ws_bytes(M, w.K, w.K / w.group_size);
+  }
+}
+
+template <typename T>
+void intx_prepare(const IntxPlan& plan, const IntxWeights& w, const T* x, int64_t M, void* ws, int64_t m0,
+                  int64_t m1) {
+  switch (plan.kind) {
+    case IntxKernel::PortableF32: return prepare_portable_f32(w, x, static_cast<float*>(ws), m0, m1);
+    case IntxKernel::PortableInt8: return prepare_portable_int8(w, x, M, ws, m0, m1);
+#if defined(LOWBIT_HAVE_AVX2)
+    case IntxKernel::Avx2F32: return avx2::intx_prepare_f32(w, x, static_cast<float*>(ws), m0, m1);
+    case IntxKernel::Avx2Int8: return avx2::intx_prepare_int8(w, x, M, ws, m0, m1);
+#else
+    default: return;
+#endif
+  }
+}
+
+void intx_compute(const IntxPlan& plan, const IntxWeights& w, const void* ws, int64_t M, const float* bias, float* y,
+                  int64_t n0, int64_t n1) {
+  switch (plan.kind) {
+    case IntxKernel::PortableF32:
+      return compute_portable_f32(w, static_cast<const float*>(ws), M, bias, y, n0, n1);
+    case IntxKernel::PortableInt8: return compute_portable_int8(w, ws, M, bias, y, n0, n1);
+#if defined(LOWBIT_HAVE_AVX2)
+    case IntxKernel::Avx2F32: return avx2::intx_compute_f32(w, static_cast<const float*>(ws), M, bias, y, n0, n1);
+    case IntxKernel::Avx2Int8: return avx2::intx_compute_int8(w, ws, M, bias, y, n0, n1);
+#else
+    default: return;
+#endif
+  }
+}
+
+template void intx_prepare<float>(const IntxPlan&, const IntxWeights&, const float*, int64_t, void*, int64_t, int64_t);
+template void intx_prepare<half_t>(const IntxPlan&, const IntxWeights&, const half_t*, int64_t, void*, int64_t,
+                                   int64_t);
+template void intx_prepare<bf16_t>(const IntxPlan&, const IntxWeights&, const bf16_t*, int64_t, void*, int64_t,
+                                   int64_t);
+
+}  // namespace lowbit::cpu

@@ -1,0 +1,99 @@
+// y = x @ dequantize(W).T for packed 2/4-bit weights with group-wise float32
+// scale / zero_point (linear_intx: W4A16, W2A16), on raw pointers.
+//
+// A call runs in two steps so that the glue can thread each one:
+//   1. intx_prepare(): once per row of x, turn x into the activation workspace the
+//      chosen kernel reads (float32 in the kernel's element order, or int8 blocks).
+//   2. intx_compute(): for a range of output channels [n0, n1), every row of x.
+// The plan (intx_plan) fixes the kernel, hence the workspace layout, for the call.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "lowbit/float_types.h"
+
+namespace lowbit::cpu {
+
+// Canonical weight (docs/formats.md): packed [N, K * bits / 8] (K % 8 == 0),
+// scale / zero_point float32 [N, K / group_size]; zero_point may be null (symmetric).
+struct IntxWeights {
+  const uint8_t* packed;
+  const float* scale;
+  const float* zero_point;
+  int64_t N, K, group_size;
+  int bits;
+};
+
+enum class IntxKernel : int {
+  PortableF32,   // float activations, plain C++
+  PortableInt8,  // int8 activation blocks, plain C++
+  Avx2F32,       // float activations, AVX2/FMA: x permuted per 16 (4-bit) / 32 (2-bit) elements
+  Avx2Int8,      // int8 activation blocks, AVX2 maddubs: x permuted per 64 / 128 elements
+};
+
+struct IntxPlan {
+  IntxKernel kind;
+  const char* name;  // for note_kernel: a string literal
+};
+
+// Elements of x that share one int8 scale on the int8-activation paths.
+constexpr int64_t kIntxActBlock = 32;
+
+// Chooses the kernel for this shape and ISA. int8_activations is a request: it is
+// honoured when group_size % 32 == 0, else the exact float path runs (the plan's
+// name says which). Requires K % group_size == 0 and group_size % 8 == 0.
+IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations);
+
+// Bytes of activation workspace for M rows.
+size_t intx_workspace_bytes(const IntxPlan& plan, const IntxWeights& w, int64_t M);
+
+// Fills the workspace for rows [m0, m1) of x ([M, K], row-major).
+template <typename T>
+void intx_prepare(const IntxPlan& plan, const IntxWeights& w, const T* x, int64_t M, void* workspace, int64_t m0,
+                  int64_t m1);
+
+// y[m, n] = sum_k x[m, k] * W[n, k] (+ bias[n] when bias is not null) in float32, for all
+// m < M and n in [n0, n1); y is [M, N] row-major. Deterministic: each output is summed in
+// an order that depends only on the shapes, not on n0 / n1 or the thread count.
+void intx_compute(const IntxPlan& plan, const IntxWeights& w, const void* workspace, int64_t M, const float* bias,
+                  float* y, int64_t n0, int64_t n1);
+
+namespace avx2 {
+bool intx_f32_supported(const IntxWeights& w);
+bool intx_int8_supported(const IntxWeights& w);
+template <typename T>
+void intx_prepare_f32(const IntxWeights& w, const T* x, float* xp, int64_t m0, int64_t m1);
+template <typename T>
+void intx_prepare_int8(const IntxWeights& w, const T* x, int64_t M, void* ws, int64_t m0, int64_t m1);
+void intx_compute_f32(const IntxWeights& w, const float* xp, int64_t M, const float* bias, float* y, int64_t n0,
+                      int64_t n1);
+void intx_compute_int8(const IntxWeights& w, const void* ws, int64_t M, const float* bias, float* y, int64_t n0,
+                       int64_t n1);
+}  // namespace avx2
+
+// Shared layout of the int8 workspace (both ISAs): q int8 [M, K], dx float [M, K/32],
+// lane scales float [M, K/8] (AVX2 only; dx expanded to the lanes of the kernel),
+// xsum float [M, G] = sum over the group's blocks of dx * sum(q).
+struct IntxInt8Ws {
+  int8_t* q;
+  float* dx;
+  float* lane_dx;
+  float* xsum;
+};
+inline IntxInt8Ws intx_int8_ws(void* ws, int64_t M, int64_t K, int64_t G) {
+  char* p = static_cast<char*>(ws);
+  IntxInt8Ws r;
+  const int64_t qbytes = (M * K + 63) / 64 * 64;
+  r.q = reinterpret_cast<int8_t*>(p);
+  r.dx = reinterpret_cast<float*>(p + qbytes);
+  r.lane_dx = r.dx + M * (K / kIntxActBlock);
+  r.xsum = r.lane_dx + M * (K / 8);
+  (void)G;
+  return r;
+}
+inline size_t intx_int8_ws_bytes(int64_t M, int64_t K, int64_t G) {
+  const int64_t qbytes = (M * K + 63) / 64 * 64;
+  return static_cast<size_t>(qbytes + 4 * (M * (K / kIntxActBlock) + M * (K / 8) + M * G));
+}
+
+}  // namespace lowbit::cpu

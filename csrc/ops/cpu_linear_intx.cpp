@@ -1,0 +1,98 @@
+// CPU glue of linear_intx (W4A16 / W2A16): checks, activation workspace, threads
+// over blocks of output channels. Kernels: csrc/cpu/gemm_intx.{h,cpp}.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <optional>
+
+#include "cpu/gemm_intx.h"
+#include "cpu/kernel_trace.h"
+#include "ops/checks.h"
+#include "ops/linear_common.h"
+
+namespace lowbit::ops {
+namespace {
+
+constexpr const char* kOp = "linear_intx";
+
+template <typename T>
+const T* data_as(const at::Tensor& t) { return reinterpret_cast<const T*>(t.const_data_ptr()); }
+
+at::Tensor linear_intx(const at::Tensor& x, const at::Tensor& packed_in, const at::Tensor& scale_in,
+                       const std::optional<at::Tensor>& zero_point_in, int64_t bits,
+                       const std::optional<at::Tensor>& bias, bool int8_activations) {
+  TORCH_CHECK(bits == 2 || bits == 4, "lowbit.", kOp, ": expected bits 2 or 4, got ", bits,
+              bits == 8 ? " (8-bit codes use lowbit.linear_int8)" : "");
+  check_dtype(packed_in, at::kByte, kOp, "packed");
+  TORCH_CHECK(packed_in.dim() == 2, "lowbit.", kOp, ": expected packed of rank 2 ([N, K * bits / 8]), got shape ",
+              packed_in.sizes());
+  check_dtype(scale_in, at::kFloat, kOp, "scale");
+  TORCH_CHECK(scale_in.dim() == 2, "lowbit.", kOp, ": expected scale of rank 2 ([N, K / group_size]), got shape ",
+              scale_in.sizes());
+  check_same_device(packed_in, x, kOp, "packed", "x");
+  check_same_device(scale_in, x, kOp, "scale", "x");
+  const int64_t N = packed_in.size(0);
+  const int64_t K = packed_in.size(1) * 8 / bits;
+  TORCH_CHECK(scale_in.size(0) == N, "lowbit.", kOp, ": expected scale with N = ", N,
+              " rows (packed has N rows), got shape ", scale_in.sizes());
+  const int64_t G = scale_in.size(1);
+  TORCH_CHECK(G >= 1 && K % G == 0, "lowbit.", kOp, ": expected scale of shape [N, K / group_size] with K = ", K,
+              " (from packed of shape ", packed_in.sizes(), ", bits = ", bits, "), got ", scale_in.sizes());
+  const int64_t group_size = K / G;
+  TORCH_CHECK(K == 0 || group_size % 8 == 0, "lowbit.", kOp, ": expected group_size = K / scale.size(1) to be a multiple of 8, got ",
+              group_size, " (K = ", K, ", scale shape ", scale_in.sizes(), ")");
+  check_zero_point(zero_point_in, scale_in, kOp);
+  LinearArgs a = prepare_linear(x, N, K, bias, kOp);
+  if (a.M == 0 || N == 0) return a.y;
+  if (K == 0) {
+    a.y.zero_();
+    if (a.bias.defined()) a.y.add_(a.bias.to(a.y.scalar_type()));
+    return a.y;
+  }
+
+  const at::Tensor packed = packed_in.contiguous();
+  const at::Tensor scale = scale_in.contiguous();
+  at::Tensor zero_point;
+  if (zero_point_in.has_value()) zero_point = zero_point_in->contiguous();
+
+  cpu::IntxWeights w{packed.const_data_ptr<uint8_t>(), scale.const_data_ptr<float>(),
+                     zero_point.defined() ? zero_point.const_data_ptr<float>() : nullptr, N, K, group_size,
+                     static_cast<int>(bits)};
+  const int64_t M = a.M;
+  const cpu::IntxPlan plan = cpu::intx_plan(w, M, int8_activations);
+  cpu::note_kernel(kOp, plan.name);
+
+  at::Tensor ws = at::empty({static_cast<int64_t>(cpu::intx_workspace_bytes(plan, w, M))},
+                            x.options().dtype(at::kByte));
+  void* wsp = ws.mutable_data_ptr();
+  const at::ScalarType dt = a.x2d.scalar_type();
+  // Rows of x are independent: a few rows per task.
+  at::parallel_for(0, M, std::max<int64_t>(1, (int64_t{1} << 15) / K), [&](int64_t b, int64_t e) {
+    if (dt == at::kFloat) cpu::intx_prepare(plan, w, data_as<float>(a.x2d), M, wsp, b, e);
+    else if (dt == at::kHalf) cpu::intx_prepare(plan, w, data_as<half_t>(a.x2d), M, wsp, b, e);
+    else cpu::intx_prepare(plan, w, data_as<bf16_t>(a.x2d), M, wsp, b, e);
+  });
+
+  at::Tensor y32 = dt == at::kFloat ? a.y : at::empty({M, N}, x.options().dtype(at::kFloat));
+  float* yp = y32.mutable_data_ptr<float>();
+  const float* bp = a.bias.defined() ? a.bias.const_data_ptr<float>() : nullptr;
+  // Tasks of whole blocks of output channels; each output is summed by one task, in an
+  // order fixed by the shapes, so results do not depend on the thread count.
+  constexpr int64_t kChannelBlock = 16;
+  const int64_t nblocks = (N + kChannelBlock - 1) / kChannelBlock;
+  // Aim for >= ~256K weight elements per task so that small layers stay on one thread.
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / (K * kChannelBlock * std::max<int64_t>(1, M / 4)));
+  at::parallel_for(0, nblocks, grain, [&](int64_t b, int64_t e) {
+    cpu::intx_compute(plan, w, wsp, M, bp, yp, b * kChannelBlock, std::min(N, e * kChannelBlock));
+  });
+  if (dt != at::kFloat) a.y.view({M, N}).copy_(y32);
+  return a.y;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lowbit, CPU, m) { m.impl("linear_intx", &linear_intx); }
+
+}  // namespace lowbit::ops
