@@ -9,10 +9,10 @@ namespace lowbit::cpu {
 
 namespace portable {
 
-void quantize_rows_int8(const float* x, int64_t M, int64_t K, int16_t* xq, int64_t ldq, float* sx) {
+void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* xq, int64_t ldq, float* sx) {
   for (int64_t m = 0; m < M; ++m) {
     const float* xr = x + m * K;
-    int16_t* qr = xq + m * ldq;
+    int8_t* qr = xq + m * ldq;
     float amax = 0.f;
     bool finite = true;
     for (int64_t k = 0; k < K; ++k) {
@@ -29,7 +29,7 @@ void quantize_rows_int8(const float* x, int64_t M, int64_t K, int16_t* xq, int64
     for (int64_t k = 0; k < K; ++k) {
       float q = std::nearbyint(xr[k] / s);  // round half to even (default FP environment)
       q = q > 127.f ? 127.f : (q < -127.f ? -127.f : q);
-      qr[k] = static_cast<int16_t>(q);
+      qr[k] = static_cast<int8_t>(q);
     }
     for (int64_t k = K; k < ldq; ++k) qr[k] = 0;
   }
@@ -55,11 +55,11 @@ void linear_int8_f32act(const float* x, int64_t M, int64_t K, const int8_t* code
   }
 }
 
-void linear_int8_int8act(const int16_t* xq, int64_t ldq, const float* sx, int64_t M, int64_t K,
+void linear_int8_int8act(const int8_t* xq, int64_t ldq, const float* sx, int64_t M, int64_t K,
                          const int8_t* codes, const float* scale, const float* bias, float* y, int64_t ldy,
                          int64_t n0, int64_t n1) {
   for (int64_t m = 0; m < M; ++m) {
-    const int16_t* xr = xq + m * ldq;
+    const int8_t* xr = xq + m * ldq;
     for (int64_t n = n0; n < n1; ++n) {
       const int8_t* w = codes + n * K;
       int32_t acc = 0;
@@ -73,7 +73,7 @@ void linear_int8_int8act(const int16_t* xq, int64_t ldq, const float* sx, int64_
 
 }  // namespace portable
 
-void quantize_rows_int8(const float* x, int64_t M, int64_t K, int16_t* xq, int64_t ldq, float* sx) {
+void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* xq, int64_t ldq, float* sx) {
   if (use_avx2()) return avx2::quantize_rows_int8(x, M, K, xq, ldq, sx);
   portable::quantize_rows_int8(x, M, K, xq, ldq, sx);
 }
@@ -84,7 +84,7 @@ void linear_int8_f32act(const float* x, int64_t M, int64_t K, const int8_t* code
   portable::linear_int8_f32act(x, M, K, codes, scale, bias, y, ldy, n0, n1);
 }
 
-void linear_int8_int8act(const int16_t* xq, int64_t ldq, const float* sx, int64_t M, int64_t K,
+void linear_int8_int8act(const int8_t* xq, int64_t ldq, const float* sx, int64_t M, int64_t K,
                          const int8_t* codes, const float* scale, const float* bias, float* y, int64_t ldy,
                          int64_t n0, int64_t n1) {
   if (use_avx2()) return avx2::linear_int8_int8act(xq, ldq, sx, M, K, codes, scale, bias, y, ldy, n0, n1);

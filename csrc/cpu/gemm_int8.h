@@ -22,35 +22,35 @@ namespace lowbit::cpu {
 
 constexpr int64_t kInt8ActMaxK = 131072;
 
-// Row stride (in int16 elements) of the quantized-activation buffer for K: K rounded up to 16,
-// the tail padded with zeros.
-inline int64_t int8act_row_stride(int64_t K) { return (K + 15) / 16 * 16; }
+// Row stride (bytes) of the quantized-activation buffer for K: K rounded up to 32, the tail
+// padded with zeros (the AVX2 kernels read whole 4-byte quads and 32-byte vectors).
+inline int64_t int8act_row_stride(int64_t K) { return (K + 31) / 32 * 32; }
 
-// x float32 [M, K] -> xq int16 [M, ldq] (values in [-127, 127], zero padding), sx float32 [M].
-void quantize_rows_int8(const float* x, int64_t M, int64_t K, int16_t* xq, int64_t ldq, float* sx);
+// x float32 [M, K] -> xq int8 [M, ldq] (values in [-127, 127], zero padding), sx float32 [M].
+void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* xq, int64_t ldq, float* sx);
 
 void linear_int8_f32act(const float* x, int64_t M, int64_t K, const int8_t* codes, const float* scale,
                         const float* bias, float* y, int64_t ldy, int64_t n0, int64_t n1);
 
-void linear_int8_int8act(const int16_t* xq, int64_t ldq, const float* sx, int64_t M, int64_t K,
+void linear_int8_int8act(const int8_t* xq, int64_t ldq, const float* sx, int64_t M, int64_t K,
                          const int8_t* codes, const float* scale, const float* bias, float* y, int64_t ldy,
                          int64_t n0, int64_t n1);
 
 // The two implementations behind the run-time dispatch above.
 namespace portable {
-void quantize_rows_int8(const float* x, int64_t M, int64_t K, int16_t* xq, int64_t ldq, float* sx);
+void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* xq, int64_t ldq, float* sx);
 void linear_int8_f32act(const float* x, int64_t M, int64_t K, const int8_t* codes, const float* scale,
                         const float* bias, float* y, int64_t ldy, int64_t n0, int64_t n1);
-void linear_int8_int8act(const int16_t* xq, int64_t ldq, const float* sx, int64_t M, int64_t K,
+void linear_int8_int8act(const int8_t* xq, int64_t ldq, const float* sx, int64_t M, int64_t K,
                          const int8_t* codes, const float* scale, const float* bias, float* y, int64_t ldy,
                          int64_t n0, int64_t n1);
 }  // namespace portable
 
 namespace avx2 {
-void quantize_rows_int8(const float* x, int64_t M, int64_t K, int16_t* xq, int64_t ldq, float* sx);
+void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* xq, int64_t ldq, float* sx);
 void linear_int8_f32act(const float* x, int64_t M, int64_t K, const int8_t* codes, const float* scale,
                         const float* bias, float* y, int64_t ldy, int64_t n0, int64_t n1);
-void linear_int8_int8act(const int16_t* xq, int64_t ldq, const float* sx, int64_t M, int64_t K,
+void linear_int8_int8act(const int8_t* xq, int64_t ldq, const float* sx, int64_t M, int64_t K,
                          const int8_t* codes, const float* scale, const float* bias, float* y, int64_t ldy,
                          int64_t n0, int64_t n1);
 }  // namespace avx2

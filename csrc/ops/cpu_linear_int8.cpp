@@ -60,10 +60,10 @@ at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& codes, const at::T
   if (int8_activations) {
     cpu::note_kernel(kOp, avx2 ? (M == 1 ? "avx2_gemv_int8act" : "avx2_gemm_int8act") : "portable_int8act");
     const int64_t ldq = cpu::int8act_row_stride(K);
-    at::Tensor xq = at::empty({M, ldq}, a.x2d.options().dtype(at::kShort));
+    at::Tensor xq = at::empty({M, ldq}, a.x2d.options().dtype(at::kChar));
     at::Tensor sx = at::empty({M}, a.x2d.options().dtype(at::kFloat));
     const float* xp = xf.const_data_ptr<float>();
-    int16_t* qp = xq.mutable_data_ptr<int16_t>();
+    int8_t* qp = xq.mutable_data_ptr<int8_t>();
     float* sxp = sx.mutable_data_ptr<float>();
     at::parallel_for(0, M, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, K)),
                      [&](int64_t b, int64_t e) {
