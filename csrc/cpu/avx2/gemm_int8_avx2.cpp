@@ -163,7 +163,9 @@ inline void tile_int8act(const int8_t* xq, int64_t ldq, const int8_t* w, int64_t
 // 4-byte broadcast of x meets every channel's 4 weights. Missing channels are zeros.
 constexpr int kPanelN = 16;
 // Rows of x from which packing panels pays off (measured on Zen 3).
-constexpr int64_t kPackMinM = 16;
+constexpr int64_t kPackMinM = 24;
+// Rows of x per microkernel call.
+constexpr int kPanelM = 4;
 
 // 8 x 8 transpose of 4-byte elements: r[i] holds quads 0..7 of row i on input and
 // the 4-byte groups of rows 0..7 for quad i on output.
@@ -245,7 +247,7 @@ inline int64_t rows_per_block(int64_t K) {
   return r < 12 ? 12 : (r > 96 ? 96 : r / 12 * 12);
 }
 
-// Runs Tile<MR, NR>(m, n, sums) over [0, M) x [n0, n1) with MR = 4 / NR = 3 tiles and
+// Runs Tile<MR, NR>(m, n, sums) over [0, M) x [n0, n1) with MR = 4 / NR = 2 tiles and
 // smaller tiles at the edges, and Gemv<4>/Gemv<1> when M == 1; Emit(m, n, sum) writes.
 template <class Acc, class TileFn, class GemvFn, class Emit>
 inline void drive(int64_t M, int64_t K, int64_t n0, int64_t n1, TileFn tile, GemvFn gemv, Emit emit) {
@@ -268,8 +270,8 @@ inline void drive(int64_t M, int64_t K, int64_t n0, int64_t n1, TileFn tile, Gem
     }
     for (int64_t m = 0; m < M; m += 4) {
       const int mr = static_cast<int>(M - m < 4 ? M - m : 4);
-      for (int64_t n = b0; n < b1; n += 3) {
-        const int nr = static_cast<int>(b1 - n < 3 ? b1 - n : 3);
+      for (int64_t n = b0; n < b1; n += 2) {
+        const int nr = static_cast<int>(b1 - n < 2 ? b1 - n : 2);
         Acc s[4][4];
         tile(m, n, mr, nr, s);
         for (int i = 0; i < mr; ++i)
@@ -340,10 +342,8 @@ void linear_int8_f32act(const float* x, int64_t M, int64_t K, const int8_t* code
     const int8_t* w = codes + n * K;
 #define LOWBIT_TILE(MR_, NR_) \
   if (mr == MR_ && nr == NR_) return tile_f32act<MR_, NR_>(xm, K, w, K, s);
-    LOWBIT_TILE(4, 3) LOWBIT_TILE(4, 2) LOWBIT_TILE(4, 1)
-    LOWBIT_TILE(3, 3) LOWBIT_TILE(3, 2) LOWBIT_TILE(3, 1)
-    LOWBIT_TILE(2, 3) LOWBIT_TILE(2, 2) LOWBIT_TILE(2, 1)
-    LOWBIT_TILE(1, 3) LOWBIT_TILE(1, 2) LOWBIT_TILE(1, 1)
+    LOWBIT_TILE(4, 2) LOWBIT_TILE(4, 1) LOWBIT_TILE(3, 2) LOWBIT_TILE(3, 1)
+    LOWBIT_TILE(2, 2) LOWBIT_TILE(2, 1) LOWBIT_TILE(1, 2) LOWBIT_TILE(1, 1)
 #undef LOWBIT_TILE
   };
   auto gemv = [&](int64_t n, int nr, float* s) {
@@ -417,9 +417,9 @@ void linear_int8_int8act(const int8_t* xq, int64_t ldq, const float* sx, int64_t
     pack_panel(codes + nb * K, K, rows, panel);
     alignas(32) float sc[kPanelN] = {}, bs[kPanelN] = {};
     for (int j = 0; j < rows; ++j) sc[j] = scale[nb + j], bs[j] = bias ? bias[nb + j] : 0.f;
-    for (int64_t m = 0; m < M; m += 4) {
-      const int mr = static_cast<int>(M - m < 4 ? M - m : 4);
-      __m256i acc[4][2];
+    for (int64_t m = 0; m < M; m += kPanelM) {
+      const int mr = static_cast<int>(M - m < kPanelM ? M - m : kPanelM);
+      __m256i acc[kPanelM][2];
       const int8_t* xm = xq + m * ldq;
       switch (mr) {
         case 4: panel_kernel<4>(xm, ldq, panel, quads, acc); break;
