@@ -71,6 +71,10 @@ inline void tile_f32act(const float* x, int64_t ldx, const int8_t* w, int64_t K,
     }
 }
 
+// Distance of software prefetch in the M = 1 kernels: the hardware prefetcher alone keeps
+// too few lines in flight for NR concurrent weight streams from DRAM.
+constexpr int64_t kPrefetch = 1024;
+
 // One row of x, NR weight rows, two K steps in flight (2 * NR independent FMA chains).
 template <int NR>
 inline void gemv_f32act(const float* x, const int8_t* w, int64_t K, float* out) {
@@ -79,6 +83,8 @@ inline void gemv_f32act(const float* x, const int8_t* w, int64_t K, float* out) 
   int64_t k = 0;
   for (; k + 16 <= K; k += 16) {
     const __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+    if ((k & 63) == 0)  // one prefetch per cache line of each weight row, kPrefetch bytes ahead
+      for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(w + j * K + k + kPrefetch), _MM_HINT_T0);
     for (int j = 0; j < NR; ++j) {
       a0[j] = _mm256_fmadd_ps(load_w8_f32(w + j * K + k), x0, a0[j]);
       a1[j] = _mm256_fmadd_ps(load_w8_f32(w + j * K + k + 8), x1, a1[j]);
@@ -115,6 +121,8 @@ inline void gemv_int8act(const int8_t* xq, const int8_t* w, int64_t K, int32_t* 
   int64_t k = 0;
   for (; k + 32 <= K; k += 32) {
     const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + k));
+    if ((k & 63) == 0)
+      for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(w + j * K + k + kPrefetch), _MM_HINT_T0);
     for (int j = 0; j < NR; ++j) {
       const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j * K + k));
       acc[j] = _mm256_add_epi32(acc[j], dot32(wv, _mm256_abs_epi8(wv), xv, ones));
