@@ -1,13 +1,18 @@
 // AVX2/FMA int8-weight linear kernels (see cpu/gemm_int8.h for the math).
 //
-// Both paths use a "dot-product" tile on the canonical [N, K] layout: MR rows of x
-// times NR weight rows, MR * NR vector accumulators along K, reduced horizontally
-// once at the end. Each weight vector is widened once per K step and reused for the
-// MR rows of x, so weights are read once per tile from L1/L2; the driver walks the
-// N range in blocks that stay in L2 while every block of MR rows of x passes over it.
-//   f32act:  8 int8 -> 8 float (vpmovsxbd + vcvtdq2ps), FMA with x.
-//   int8act: 16 int8 -> 16 int16 (vpmovsxbw), vpmaddwd with the int16 activations
-//            (exact: |w * x| <= 128 * 127, pairs summed in int32), vpaddd.
+// float activations (W8A16), canonical [N, K] layout throughout:
+//   M = 1:  gemv_f32act, 4 weight rows x 2 K steps of 8 in flight (vpmovsxbd, vcvtdq2ps, FMA),
+//           software prefetch; memory-bound.
+//   M > 1:  "dot-product" tiles of 4 rows of x x 2 weight rows, 8 vector accumulators along
+//           K reduced once at the end; weights widened once per tile and reused for 4 rows.
+// int8 activations (W8A8), sign trick maddubs(|w|, sign(x, w)) + madd(ones):
+//   M = 1:        gemv_int8act on the canonical rows.
+//   1 < M < 24:   tile_int8act, 4 x 2 dot-product tiles on the canonical rows.
+//   M >= 24:      panel_kernel, a register-blocked GEMM microkernel (4 rows of x x 16
+//                 channels, int32 accumulators per channel, 4-byte broadcasts of x) on a
+//                 panel of 16 channels packed per call into an L2-resident buffer with |w|
+//                 precomputed; the packing (one pass over the weights) is amortised over M.
+// The drivers walk [n0, n1) in blocks that stay in L2 while all rows of x pass over them.
 #include <immintrin.h>
 
 #include <cmath>
