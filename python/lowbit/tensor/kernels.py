@@ -59,6 +59,9 @@ def _linear(input, weight, bias=None):
     if q.is_packed and k % 8 == 0 and weight.scale.shape[0] == n and (k // weight.scale.shape[1]) % 8 == 0:
         return ops.linear_intx(input, weight.codes, weight.scale, weight.zero_point, q.bits, bias,
                                int8_activations_enabled())
+    if q.name == "qint8" and weight.zero_point is None and weight.scale.shape == (n, 1):
+        # W8A16: activations stay float (int8 activations are a qtype choice, not a kernel trick)
+        return ops.linear_int8(input, weight.codes, weight.scale, bias)
     return NotImplemented
 
 
