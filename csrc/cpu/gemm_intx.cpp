@@ -17,29 +17,6 @@ inline int code_at(const uint8_t* row, int64_t k, int bits) {
   return u - (1 << (bits - 1));
 }
 
-// One block of x (float32) -> int8 codes with a symmetric float32 scale, the same
-// arithmetic as the AVX2 version: dx = amax / 127, q = rint(x * (127 / amax)).
-// A block holding NaN or +-inf gets dx = NaN (its outputs become NaN), q = 0.
-inline float quantize_block(const float* v, int8_t* q) {
-  float amax = 0.f;
-  bool finite = true;
-  for (int64_t i = 0; i < kIntxActBlock; ++i) {
-    const float a = std::fabs(v[i]);
-    finite &= a < std::numeric_limits<float>::infinity();
-    amax = a > amax ? a : amax;
-  }
-  if (!finite) {
-    std::memset(q, 0, kIntxActBlock);
-    return std::numeric_limits<float>::quiet_NaN();
-  }
-  const float id = amax > 0.f ? 127.f / amax : 0.f;
-  for (int64_t i = 0; i < kIntxActBlock; ++i) {
-    float r = std::nearbyint(v[i] * id);
-    r = r > 127.f ? 127.f : (r < -127.f ? -127.f : r);
-    q[i] = static_cast<int8_t>(r);
-  }
-  return amax / 127.f;
-}
 
 template <typename T>
 void prepare_portable_f32(const IntxWeights& w, const T* x, float* xf, int64_t m0, int64_t m1) {
@@ -56,7 +33,7 @@ void prepare_portable_int8(const IntxWeights& w, const T* x, int64_t M, void* ws
   for (int64_t m = m0; m < m1; ++m) {
     for (int64_t b = 0; b < nb; ++b) {
       for (int64_t i = 0; i < kIntxActBlock; ++i) buf[i] = to_float(x[m * K + b * kIntxActBlock + i]);
-      s.dx[m * nb + b] = quantize_block(buf, s.q + m * K + b * kIntxActBlock);
+      s.dx[m * nb + b] = quantize_act_block(buf, s.q + m * K + b * kIntxActBlock);
     }
     for (int64_t g = 0; g < G; ++g) {
       float acc = 0.f;

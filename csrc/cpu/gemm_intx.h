@@ -8,7 +8,10 @@
 // The plan (intx_plan) fixes the kernel, hence the workspace layout, for the call.
 #pragma once
 #include <cstddef>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
 
 #include "lowbit/float_types.h"
 
@@ -38,6 +41,31 @@ struct IntxPlan {
 
 // Elements of x that share one int8 scale on the int8-activation paths.
 constexpr int64_t kIntxActBlock = 32;
+
+// One block of x (float32) -> int8 codes with a symmetric float32 scale, scalar on purpose so that
+// the portable and AVX2 kernels produce the same codes and scales: dx = amax / 127, q = rint(x * (127 / amax)).
+// A block holding NaN or +-inf gets dx = NaN (its outputs become NaN), q = 0.
+static inline float quantize_act_block(const float* v, int8_t* q) {
+  float amax = 0.f;
+  bool finite = true;
+  for (int64_t i = 0; i < kIntxActBlock; ++i) {
+    const float a = std::fabs(v[i]);
+    finite &= a < std::numeric_limits<float>::infinity();
+    amax = a > amax ? a : amax;
+  }
+  if (!finite) {
+    std::memset(q, 0, kIntxActBlock);
+    return std::numeric_limits<float>::quiet_NaN();
+  }
+  const float id = amax > 0.f ? 127.f / amax : 0.f;
+  for (int64_t i = 0; i < kIntxActBlock; ++i) {
+    float r = std::nearbyint(v[i] * id);
+    r = r > 127.f ? 127.f : (r < -127.f ? -127.f : r);
+    q[i] = static_cast<int8_t>(r);
+  }
+  return amax / 127.f;
+}
+
 
 // Chooses the kernel for this shape and ISA. int8_activations is a request: it is
 // honoured when group_size % 32 == 0, else the exact float path runs (the plan's

@@ -1,5 +1,4 @@
 // AVX2/FMA/F16C affine kernels; same contracts as csrc/cpu/affine.h.
-#include <algorithm>
 #include <cmath>
 
 #include "cpu/affine.h"
@@ -7,6 +6,11 @@
 
 namespace lowbit::cpu::avx2 {
 namespace {
+
+// Scalar helpers for tails, instead of std::min / std::max: a template instantiated
+// in this -mavx2 file is a weak symbol the linker could hand to portable code.
+inline float fmin_(float a, float b) { return b < a ? b : a; }
+inline float fmax_(float a, float b) { return a < b ? b : a; }
 
 // 8 rounded, clamped floats (integral values in [-128, 127]) -> 8 int8 in memory.
 inline void store_codes8(int8_t* q, __m256 v) {
@@ -37,8 +41,8 @@ template <class T> void minmax(const T* x, int64_t n, float* mn, float* mx) {
   for (; j < n; ++j) {
     const float v = to_float(x[j]);
     has_nan |= v != v;
-    lo = std::min(lo, v);
-    hi = std::max(hi, v);
+    lo = fmin_(lo, v);
+    hi = fmax_(hi, v);
   }
   *mn = has_nan ? NAN : lo;
   *mx = has_nan ? NAN : hi;
@@ -62,8 +66,8 @@ template <class T> void minmax_columns(const T* x, int64_t rows, int64_t cols, f
     for (int64_t r = 0; r < rows; ++r) {
       const float v = to_float(x[r * cols + c]);
       if (v != v || mn[c] != mn[c]) { mn[c] = mx[c] = NAN; continue; }
-      mn[c] = std::min(mn[c], v);
-      mx[c] = std::max(mx[c], v);
+      mn[c] = fmin_(mn[c], v);
+      mx[c] = fmax_(mx[c], v);
     }
 }
 
@@ -87,7 +91,7 @@ void quantize_affine(const T* x, int8_t* codes, int64_t n, const float* scale, c
     if (v != v) v = 0.f;
     if (zero_point) v += zero_point[k];
     v = std::nearbyint(v);
-    codes[j] = static_cast<int8_t>(std::min(std::max(v, static_cast<float>(qmin)), static_cast<float>(qmax)));
+    codes[j] = static_cast<int8_t>(fmin_(fmax_(v, static_cast<float>(qmin)), static_cast<float>(qmax)));
   }
 }
 

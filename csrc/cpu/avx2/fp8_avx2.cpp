@@ -9,43 +9,11 @@
 #include <cstring>
 #include <type_traits>
 
+#include "cpu/avx2/vec_avx2.h"
 #include "cpu/fp8.h"
 
 namespace lowbit::cpu::avx2 {
 namespace {
-
-// ---- 8 floats from / to each element type ----
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const half_t* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-inline __m256 load8(const bf16_t* p) {
-  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-}
-
-inline void store8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
-inline void store8(half_t* p, __m256 v) {
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-}
-// float32 -> bfloat16 bits in the low half of each int32 lane: round half to even;
-// NaN keeps its top bits and becomes quiet (as lowbit::float_to_bf16).
-inline __m256i bf16_bits(__m256 v) {
-  const __m256i u = _mm256_castps_si256(v);
-  const __m256i top = _mm256_srli_epi32(u, 16);
-  const __m256i odd = _mm256_and_si256(top, _mm256_set1_epi32(1));
-  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd), 16);
-  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-  return _mm256_blendv_epi8(rounded, _mm256_or_si256(top, _mm256_set1_epi32(0x40)), nan);
-}
-
-// 16 consecutive outputs from two vectors.
-inline void store16(float* p, __m256 a, __m256 b) { store8(p, a); store8(p + 8, b); }
-inline void store16(half_t* p, __m256 a, __m256 b) { store8(p, a); store8(p + 8, b); }
-inline void store16(bf16_t* p, __m256 a, __m256 b) {
-  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16_bits(a), bf16_bits(b)), 0xd8);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), packed);
-}
 
 // ---- absmax ----
 // (No namespace-scope vector constants: their initialisers would run AVX code at

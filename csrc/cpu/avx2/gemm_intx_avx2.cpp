@@ -114,28 +114,6 @@ void f32_all(const IntxWeights& w, const float* xp, int64_t M, const float* bias
 
 // ----------------------------------------------------------------- int8 path ----
 
-// Same arithmetic as the portable quantize_block (scalar on purpose: both ISAs must
-// produce the same int8 codes and scales).
-inline float quantize_block(const float* v, int8_t* q) {
-  float amax = 0.f;
-  bool finite = true;
-  for (int64_t i = 0; i < kIntxActBlock; ++i) {
-    const float a = std::fabs(v[i]);
-    finite &= a < std::numeric_limits<float>::infinity();
-    amax = a > amax ? a : amax;
-  }
-  if (!finite) {
-    std::memset(q, 0, kIntxActBlock);
-    return std::numeric_limits<float>::quiet_NaN();
-  }
-  const float id = amax > 0.f ? 127.f / amax : 0.f;
-  for (int64_t i = 0; i < kIntxActBlock; ++i) {
-    float r = std::nearbyint(v[i] * id);
-    r = r > 127.f ? 127.f : (r < -127.f ? -127.f : r);
-    q[i] = static_cast<int8_t>(r);
-  }
-  return amax / 127.f;
-}
 
 // MR rows of int8 x against one weight row over k in [k0, k1) (multiples of the chunk
 // CH = 32 * NV). Per chunk and row: NV maddubs (unsigned stored fields x signed x codes),
@@ -288,7 +266,7 @@ void intx_prepare_int8(const IntxWeights& w, const T* x, int64_t M, void* ws, in
     for (int64_t c = 0; c < K; c += CH) {
       for (int64_t b = 0; b < CH / kIntxActBlock; ++b) {
         for (int64_t i = 0; i < kIntxActBlock; ++i) buf[i] = to_float(xr[c + b * kIntxActBlock + i]);
-        dx[(c / kIntxActBlock) + b] = quantize_block(buf, qb + b * kIntxActBlock);
+        dx[(c / kIntxActBlock) + b] = quantize_act_block(buf, qb + b * kIntxActBlock);
         int32_t qs = 0;
         for (int64_t i = 0; i < kIntxActBlock; ++i) qs += qb[b * kIntxActBlock + i];
         bsum[(c / kIntxActBlock) + b] = static_cast<float>(qs);

@@ -22,19 +22,31 @@ static inline __m256 load8(const bf16_t* p) {
 
 static inline void store8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
 static inline void store8(half_t* p, __m256 v) {
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
-// Round half to even, as float_to_bf16(); NaN becomes a quiet NaN.
-static inline void store8(bf16_t* p, __m256 v) {
+// float32 -> bfloat16 bits in the low half of each int32 lane: round half to even;
+// NaN keeps its top bits and becomes quiet (as lowbit::float_to_bf16).
+static inline __m256i bf16_bits(__m256 v) {
   const __m256i u = _mm256_castps_si256(v);
-  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+  const __m256i top = _mm256_srli_epi32(u, 16);
+  const __m256i odd = _mm256_and_si256(top, _mm256_set1_epi32(1));
+  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd), 16);
   const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-  r = _mm256_blendv_epi8(r, _mm256_or_si256(u, _mm256_set1_epi32(0x400000)), nan);
-  r = _mm256_srli_epi32(r, 16);
+  return _mm256_blendv_epi8(rounded, _mm256_or_si256(top, _mm256_set1_epi32(0x40)), nan);
+}
+static inline void store8(bf16_t* p, __m256 v) {
+  const __m256i r = bf16_bits(v);
   // pack 8 x u32 (values < 65536) into 8 x u16, keeping order across lanes
-  const __m128i lo = _mm256_castsi256_si128(r), hi = _mm256_extracti128_si256(r, 1);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm_packus_epi32(lo, hi));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                   _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+}
+
+// 16 consecutive outputs from two vectors (bf16: one pack for both).
+static inline void store16(float* p, __m256 a, __m256 b) { store8(p, a); store8(p + 8, b); }
+static inline void store16(half_t* p, __m256 a, __m256 b) { store8(p, a); store8(p + 8, b); }
+static inline void store16(bf16_t* p, __m256 a, __m256 b) {
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16_bits(a), bf16_bits(b)), 0xd8);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), packed);
 }
 
 static inline float hmin8(__m256 v) {
