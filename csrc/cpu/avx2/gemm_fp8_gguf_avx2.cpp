@@ -1,0 +1,389 @@
+// AVX2/FMA/F16C float8 and GGUF linear kernels (see cpu/gemm_fp8_gguf.h).
+//
+// Shape of every kernel: a tile of MR rows of x (1..4) times NC output columns
+// (1..4) runs over the whole K, with MR * NC float32 vector accumulators; each
+// weight byte is loaded and decoded once per tile and used for all MR rows.
+// Columns are walked in chunks whose weights fit in L2, and every row group
+// sweeps the chunk, so for M > 4 the weights come from L2, not from memory.
+//
+// Decoding in registers:
+// - float8: a code is placed in the top byte of a 16-bit lane. For e5m2 that is
+//   exactly binary16; for e4m3fn an arithmetic shift right by one and clearing
+//   bit 14 gives the binary16 number 2^-8 * value (subnormals included), so
+//   F16C converts 8 codes per instruction and 256 * scale is applied at the end.
+//   e4m3fn NaN codes (0x7f / 0xff) would decode to +-480 this way; they are
+//   caught by a byte max over each 32 codes and make the column NaN.
+// - Q4_0: 16 bytes -> (bytes & 15 | (bytes >> 4) & 15) is the 32 unsigned codes in
+//   element order (llama.cpp's bytes_from_nibbles_32).
+// - int8 activations: maddubs(unsigned weights, signed activations) for Q4_0 with
+//   the -8 offset removed through the per-block activation sum; Q8_0 uses the
+//   sign trick maddubs(|w|, sign(x, w)). Pair sums stay below 2 * 127 * 127.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "cpu/avx2/vec_avx2.h"
+#include "cpu/gemm_fp8_gguf.h"
+
+namespace lowbit::cpu::avx2 {
+namespace {
+
+constexpr int64_t kBlock = 32;
+
+inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline int32_t hsum8_epi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// fp16 scale at the start of a GGUF block.
+inline float block_scale(const uint8_t* blk) {
+  uint16_t h;
+  std::memcpy(&h, blk, 2);
+  return _cvtsh_ss(h);
+}
+
+inline float fp8_scalar(uint8_t b, bool e4m3) {
+  if (!e4m3) return _cvtsh_ss(static_cast<uint16_t>(b << 8));
+  if ((b & 0x7f) == 0x7f) return NAN;
+  const uint16_t h = static_cast<uint16_t>(((b & 0x7f) << 7) | ((b & 0x80) << 8));
+  return _cvtsh_ss(h) * 256.f;
+}
+
+// 8 float8 codes -> 8 floats (times 2^-8 for e4m3fn).
+template <bool E4M3>
+inline __m256 fp8x8(const uint8_t* p) {
+  __m128i h = _mm_unpacklo_epi8(_mm_setzero_si128(), _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  if (E4M3) h = _mm_and_si128(_mm_srai_epi16(h, 1), _mm_set1_epi16(static_cast<short>(0xbfff)));
+  return _mm256_cvtph_ps(h);
+}
+
+// Columns per L2 chunk for a given weight row size.
+inline int64_t chunk_cols(int64_t row_bytes) {
+  const int64_t c = (int64_t{192} << 10) / std::max<int64_t>(row_bytes, 1);
+  return std::max<int64_t>(4, c / 4 * 4);
+}
+
+// Runs Tile<MR, NC>::run(args, r0, n) over rows [0, M) x columns [n0, n1).
+template <template <int, int> class Tile, int MR, int NC, class Args>
+void run_cols(const Args& a, int64_t r0, int64_t c0, int64_t c1) {
+  int64_t n = c0;
+  for (; n + NC <= c1; n += NC) Tile<MR, NC>::run(a, r0, n);
+  for (; n < c1; ++n) Tile<MR, 1>::run(a, r0, n);
+}
+
+template <template <int, int> class Tile, class Args>
+void drive(const Args& a, int64_t M, int64_t n0, int64_t n1, int64_t row_bytes) {
+  const int64_t chunk = M <= 4 ? n1 - n0 : chunk_cols(row_bytes);
+  for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
+    const int64_t c1 = std::min(n1, c0 + chunk);
+    for (int64_t r0 = 0; r0 < M; r0 += 4) {
+      switch (std::min<int64_t>(4, M - r0)) {
+        case 1: run_cols<Tile, 1, 4>(a, r0, c0, c1); break;
+        case 2: run_cols<Tile, 2, 4>(a, r0, c0, c1); break;
+        case 3: run_cols<Tile, 3, 2>(a, r0, c0, c1); break;
+        default: run_cols<Tile, 4, 2>(a, r0, c0, c1); break;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- float8 ----
+
+struct Fp8Args {
+  const float* x;
+  const uint8_t* q;
+  const float* scale;
+  int64_t scale_stride;
+  const float* bias;
+  float* y;
+  int64_t K, N;
+};
+
+template <bool E4M3>
+struct Fp8TileT {
+  template <int MR, int NC>
+  struct Tile {
+    static void run(const Fp8Args& a, int64_t r0, int64_t n) {
+      const int64_t K = a.K, K32 = K / 32 * 32;
+      const float* x = a.x + r0 * K;
+      const uint8_t* w = a.q + n * K;
+      __m256 acc[MR][NC];
+      for (int r = 0; r < MR; ++r)
+        for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
+      __m256i hi_u[NC], hi_s[NC];  // running byte max, unsigned and signed (NaN check)
+      for (int c = 0; c < NC; ++c) hi_u[c] = hi_s[c] = _mm256_setzero_si256();
+      for (int64_t k = 0; k < K32; k += 32) {
+        if (E4M3)
+          for (int c = 0; c < NC; ++c) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + c * K + k));
+            hi_u[c] = _mm256_max_epu8(hi_u[c], v);
+            hi_s[c] = _mm256_max_epi8(hi_s[c], v);
+          }
+        for (int j = 0; j < 32; j += 8) {
+          __m256 wf[NC];
+          for (int c = 0; c < NC; ++c) wf[c] = fp8x8<E4M3>(w + c * K + k + j);
+          for (int r = 0; r < MR; ++r) {
+            const __m256 xv = _mm256_loadu_ps(x + r * K + k + j);
+            for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_fmadd_ps(wf[c], xv, acc[r][c]);
+          }
+        }
+      }
+      const float unit = E4M3 ? 256.f : 1.f;
+      for (int c = 0; c < NC; ++c) {
+        bool nan = false;
+        if (E4M3) {
+          const __m256i m7f = _mm256_set1_epi8(0x7f), mff = _mm256_set1_epi8(static_cast<char>(0xff));
+          nan = !_mm256_testz_si256(_mm256_cmpeq_epi8(hi_s[c], m7f), m7f) ||
+                !_mm256_testz_si256(_mm256_cmpeq_epi8(hi_u[c], mff), mff);
+        }
+        const float s = a.scale[(n + c) * a.scale_stride];
+        const float bias = a.bias ? a.bias[n + c] : 0.f;
+        for (int r = 0; r < MR; ++r) {
+          float v = hsum8(acc[r][c]) * unit;
+          for (int64_t k = K32; k < K; ++k) v += fp8_scalar(w[c * K + k], E4M3) * x[r * K + k];
+          if (nan) v = NAN;
+          a.y[(r0 + r) * a.N + n + c] = v * s + bias;
+        }
+      }
+    }
+  };
+};
+
+// ----------------------------------------------------- GGUF, float activations ----
+
+struct GgufF32Args {
+  const float* x;
+  const uint8_t* blocks;
+  const float* bias;
+  float* y;
+  int64_t K, N, nb, row_bytes;
+};
+
+inline void store_tile_out(float* y, int64_t N, int64_t row, int64_t n, const float* bias, float v) {
+  y[row * N + n] = v + (bias ? bias[n] : 0.f);
+}
+
+// Q8_0: codes * d is the exact dequantized weight (8-bit x 11-bit mantissas).
+template <int MR, int NC>
+struct Q8F32Tile {
+  static void run(const GgufF32Args& a, int64_t r0, int64_t n) {
+    const float* x = a.x + r0 * a.K;
+    const uint8_t* w = a.blocks + n * a.row_bytes;
+    __m256 acc[MR][NC];
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < a.nb; ++b) {
+      __m256 d[NC];
+      for (int c = 0; c < NC; ++c) d[c] = _mm256_set1_ps(block_scale(w + c * a.row_bytes + b * 34));
+      for (int j = 0; j < 32; j += 8) {
+        __m256 wf[NC];
+        for (int c = 0; c < NC; ++c) {
+          const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + c * a.row_bytes + b * 34 + 2 + j));
+          wf[c] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8)), d[c]);
+        }
+        for (int r = 0; r < MR; ++r) {
+          const __m256 xv = _mm256_loadu_ps(x + r * a.K + b * 32 + j);
+          for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_fmadd_ps(wf[c], xv, acc[r][c]);
+        }
+      }
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NC; ++c) store_tile_out(a.y, a.N, r0 + r, n + c, a.bias, hsum8(acc[r][c]));
+  }
+};
+
+// Q4_0: (u - 8) * d computed as fma(u, d, -8 d), exact like the Q8_0 product.
+template <int MR, int NC>
+struct Q4F32Tile {
+  static void run(const GgufF32Args& a, int64_t r0, int64_t n) {
+    const float* x = a.x + r0 * a.K;
+    const uint8_t* w = a.blocks + n * a.row_bytes;
+    const __m128i m4 = _mm_set1_epi8(0x0f);
+    __m256 acc[MR][NC];
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < a.nb; ++b) {
+      __m256 d[NC], d8[NC];
+      __m128i lo[NC], hi[NC];
+      for (int c = 0; c < NC; ++c) {
+        const uint8_t* blk = w + c * a.row_bytes + b * 18;
+        const float s = block_scale(blk);
+        d[c] = _mm256_set1_ps(s);
+        d8[c] = _mm256_set1_ps(-8.f * s);
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
+        lo[c] = _mm_and_si128(raw, m4);
+        hi[c] = _mm_and_si128(_mm_srli_epi16(raw, 4), m4);
+      }
+      for (int j = 0; j < 4; ++j) {
+        __m256 wf[NC];
+        for (int c = 0; c < NC; ++c) {
+          const __m128i src = j < 2 ? lo[c] : hi[c];
+          const __m128i u8 = (j & 1) ? _mm_unpackhi_epi64(src, src) : src;
+          wf[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(u8)), d[c], d8[c]);
+        }
+        for (int r = 0; r < MR; ++r) {
+          const __m256 xv = _mm256_loadu_ps(x + r * a.K + b * 32 + j * 8);
+          for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_fmadd_ps(wf[c], xv, acc[r][c]);
+        }
+      }
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NC; ++c) store_tile_out(a.y, a.N, r0 + r, n + c, a.bias, hsum8(acc[r][c]));
+  }
+};
+
+// ------------------------------------------------------ GGUF, int8 activations ----
+
+struct GgufI8Args {
+  const int8_t* qx;
+  const float* dx;
+  const int32_t* sx;
+  const uint8_t* blocks;
+  const float* bias;
+  float* y;
+  int64_t K, N, nb, row_bytes;
+};
+
+template <int MR, int NC>
+struct Q4I8Tile {
+  static void run(const GgufI8Args& a, int64_t r0, int64_t n) {
+    const int8_t* qx = a.qx + r0 * a.K;
+    const float* dx = a.dx + r0 * a.nb;
+    const int32_t* sx = a.sx + r0 * a.nb;
+    const uint8_t* w = a.blocks + n * a.row_bytes;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[MR][NC];
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < a.nb; ++b) {
+      __m256i wq[NC];
+      float dw[NC];
+      for (int c = 0; c < NC; ++c) {
+        const uint8_t* blk = w + c * a.row_bytes + b * 18;
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
+        wq[c] = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1), m4);
+        dw[c] = block_scale(blk);
+      }
+      for (int r = 0; r < MR; ++r) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + r * a.K + b * 32));
+        // sum (u - 8) q = sum u q - 8 sum q: the correction goes into lane 0
+        const __m256i corr = _mm256_castsi128_si256(_mm_cvtsi32_si128(8 * sx[r * a.nb + b]));
+        const float d = dx[r * a.nb + b];
+        for (int c = 0; c < NC; ++c) {
+          __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[c], xv), ones);
+          p = _mm256_sub_epi32(p, corr);
+          acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw[c] * d), _mm256_cvtepi32_ps(p), acc[r][c]);
+        }
+      }
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NC; ++c) store_tile_out(a.y, a.N, r0 + r, n + c, a.bias, hsum8(acc[r][c]));
+  }
+};
+
+template <int MR, int NC>
+struct Q8I8Tile {
+  static void run(const GgufI8Args& a, int64_t r0, int64_t n) {
+    const int8_t* qx = a.qx + r0 * a.K;
+    const float* dx = a.dx + r0 * a.nb;
+    const uint8_t* w = a.blocks + n * a.row_bytes;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[MR][NC];
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < a.nb; ++b) {
+      __m256i wq[NC], wa[NC];
+      float dw[NC];
+      for (int c = 0; c < NC; ++c) {
+        const uint8_t* blk = w + c * a.row_bytes + b * 34;
+        wq[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+        wa[c] = _mm256_sign_epi8(wq[c], wq[c]);
+        dw[c] = block_scale(blk);
+      }
+      for (int r = 0; r < MR; ++r) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + r * a.K + b * 32));
+        const float d = dx[r * a.nb + b];
+        for (int c = 0; c < NC; ++c) {
+          const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa[c], _mm256_sign_epi8(xv, wq[c])), ones);
+          acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw[c] * d), _mm256_cvtepi32_ps(p), acc[r][c]);
+        }
+      }
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NC; ++c) store_tile_out(a.y, a.N, r0 + r, n + c, a.bias, hsum8(acc[r][c]));
+  }
+};
+
+}  // namespace
+
+void quantize_act_q8(const float* x, int8_t* qx, float* dx, int32_t* sx, int64_t rows, int64_t K) {
+  const int64_t nb = K / kBlock;
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* xb = x + r * K + b * kBlock;
+      const __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
+      const __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+      const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, abs_mask), _mm256_and_ps(v1, abs_mask)),
+                                     _mm256_max_ps(_mm256_and_ps(v2, abs_mask), _mm256_and_ps(v3, abs_mask)));
+      const __m256 un = _mm256_or_ps(_mm256_or_ps(_mm256_cmp_ps(v0, v0, _CMP_UNORD_Q), _mm256_cmp_ps(v1, v1, _CMP_UNORD_Q)),
+                                     _mm256_or_ps(_mm256_cmp_ps(v2, v2, _CMP_UNORD_Q), _mm256_cmp_ps(v3, v3, _CMP_UNORD_Q)));
+      const float amax = _mm256_movemask_ps(un) ? NAN : hmax8(m);
+      const float d = amax / 127.f;
+      const float id = d != 0.f ? 1.f / d : 0.f;
+      const __m256 idv = _mm256_set1_ps(id);
+      const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, idv)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, idv));
+      const __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, idv)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, idv));
+      __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+      p = _mm256_permutevar8x32_epi32(p, perm);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qx + r * K + b * kBlock), p);
+      dx[r * nb + b] = d;
+      sx[r * nb + b] = hsum8_epi32(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
+    }
+}
+
+void linear_fp8(const float* x, const uint8_t* q, Fp8Format fmt, const float* scale, int64_t scale_stride,
+                const float* bias, float* y, int64_t M, int64_t K, int64_t N, int64_t n0, int64_t n1) {
+  const Fp8Args a{x, q, scale, scale_stride, bias, y, K, N};
+  if (fmt == Fp8Format::E4M3FN) drive<Fp8TileT<true>::Tile>(a, M, n0, n1, K);
+  else drive<Fp8TileT<false>::Tile>(a, M, n0, n1, K);
+}
+
+void linear_q8_0_f32act(const float* x, const uint8_t* blocks, const float* bias, float* y, int64_t M, int64_t K,
+                        int64_t N, int64_t n0, int64_t n1) {
+  const GgufF32Args a{x, blocks, bias, y, K, N, K / kBlock, K / kBlock * 34};
+  drive<Q8F32Tile>(a, M, n0, n1, a.row_bytes);
+}
+
+void linear_q4_0_f32act(const float* x, const uint8_t* blocks, const float* bias, float* y, int64_t M, int64_t K,
+                        int64_t N, int64_t n0, int64_t n1) {
+  const GgufF32Args a{x, blocks, bias, y, K, N, K / kBlock, K / kBlock * 18};
+  drive<Q4F32Tile>(a, M, n0, n1, a.row_bytes);
+}
+
+void linear_q8_0_int8act(const int8_t* qx, const float* dx, const int32_t* sx, const uint8_t* blocks,
+                         const float* bias, float* y, int64_t M, int64_t K, int64_t N, int64_t n0, int64_t n1) {
+  const GgufI8Args a{qx, dx, sx, blocks, bias, y, K, N, K / kBlock, K / kBlock * 34};
+  drive<Q8I8Tile>(a, M, n0, n1, a.row_bytes);
+}
+
+void linear_q4_0_int8act(const int8_t* qx, const float* dx, const int32_t* sx, const uint8_t* blocks,
+                         const float* bias, float* y, int64_t M, int64_t K, int64_t N, int64_t n0, int64_t n1) {
+  const GgufI8Args a{qx, dx, sx, blocks, bias, y, K, N, K / kBlock, K / kBlock * 18};
+  drive<Q4I8Tile>(a, M, n0, n1, a.row_bytes);
+}
+
+}  // namespace lowbit::cpu::avx2
