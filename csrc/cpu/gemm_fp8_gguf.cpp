@@ -54,7 +54,8 @@ void quantize_act_q8(const float* x, int8_t* qx, float* dx, int32_t* sx, int64_t
         const float a = std::fabs(xb[i]);
         amax = (a > amax || a != a) && amax == amax ? a : amax;  // NaN is sticky
       }
-      const float d = amax / 127.f;
+      // a NaN or inf in the block makes its scale NaN, so its outputs are NaN
+      const float d = amax <= 3.4028234663852886e38f ? amax / 127.f : NAN;
       const float id = d != 0.f ? 1.f / d : 0.f;
       int32_t s = 0;
       for (int i = 0; i < kBlock; ++i) {

@@ -342,7 +342,7 @@ void quantize_act_q8(const float* x, int8_t* qx, float* dx, int32_t* sx, int64_t
       const __m256 un = _mm256_or_ps(_mm256_or_ps(_mm256_cmp_ps(v0, v0, _CMP_UNORD_Q), _mm256_cmp_ps(v1, v1, _CMP_UNORD_Q)),
                                      _mm256_or_ps(_mm256_cmp_ps(v2, v2, _CMP_UNORD_Q), _mm256_cmp_ps(v3, v3, _CMP_UNORD_Q)));
       const float amax = _mm256_movemask_ps(un) ? NAN : hmax8(m);
-      const float d = amax / 127.f;
+      const float d = amax <= 3.4028234663852886e38f ? amax / 127.f : NAN;  // NaN / inf -> NaN outputs
       const float id = d != 0.f ? 1.f / d : 0.f;
       const __m256 idv = _mm256_set1_ps(id);
       const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, idv)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, idv));
