@@ -8,8 +8,9 @@
 //
 // Decoding in registers:
 // - float8: a code is placed in the top byte of a 16-bit lane. For e5m2 that is
-//   exactly binary16; for e4m3fn an arithmetic shift right by one and clearing
-//   bit 14 gives the binary16 number 2^-8 * value (subnormals included), so
+//   exactly binary16; for e4m3fn, the code sign-extended to 16 bits, shifted
+//   left by 7 and with bit 14 cleared is the binary16 number 2^-8 * value
+//   (subnormals included), so
 //   F16C converts 8 codes per instruction and 256 * scale is applied at the end.
 //   e4m3fn NaN codes (0x7f / 0xff) would decode to +-480 this way; they are
 //   caught by a byte max over each 32 codes and make the column NaN.
@@ -31,6 +32,10 @@ namespace lowbit::cpu::avx2 {
 namespace {
 
 constexpr int64_t kBlock = 32;
+
+// Tiles keep their MR x NC accumulators in registers only if the loops over
+// rows / columns / sub-blocks are unrolled completely.
+#define UNROLL _Pragma("GCC unroll 16")
 
 inline float hsum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -60,12 +65,18 @@ inline float fp8_scalar(uint8_t b, bool e4m3) {
   return _cvtsh_ss(h) * 256.f;
 }
 
-// 8 float8 codes -> 8 floats (times 2^-8 for e4m3fn).
-template <bool E4M3>
-inline __m256 fp8x8(const uint8_t* p) {
-  __m128i h = _mm_unpacklo_epi8(_mm_setzero_si128(), _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-  if (E4M3) h = _mm_and_si128(_mm_srai_epi16(h, 1), _mm_set1_epi16(static_cast<short>(0xbfff)));
-  return _mm256_cvtph_ps(h);
+// 8 e5m2 codes -> 8 floats: each code is the high byte of a binary16.
+inline __m256 e5m2x8(const uint8_t* p) {
+  return _mm256_cvtph_ps(_mm_unpacklo_epi8(_mm_setzero_si128(), _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+// 16 e4m3fn codes -> 2 x 8 floats, times 2^-8: sign-extend to 16 bits, shift
+// left by 7 (sign lands in bit 15 and a copy in bit 14), clear bit 14.
+inline void e4m3x16(const uint8_t* p, __m256* lo, __m256* hi) {
+  __m256i h = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  h = _mm256_andnot_si256(_mm256_set1_epi16(0x4000), _mm256_slli_epi16(h, 7));
+  *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+  *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
 }
 
 // Columns per L2 chunk for a given weight row size.
@@ -119,36 +130,57 @@ struct Fp8TileT {
       const float* x = a.x + r0 * K;
       const uint8_t* w = a.q + n * K;
       __m256 acc[MR][NC];
+      UNROLL
       for (int r = 0; r < MR; ++r)
+        UNROLL
         for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
-      __m256i hi_u[NC], hi_s[NC];  // running byte max, unsigned and signed (NaN check)
-      for (int c = 0; c < NC; ++c) hi_u[c] = hi_s[c] = _mm256_setzero_si256();
+      // NaN check for e4m3fn: (b | 0x80) == 0xff exactly for the NaN codes, so a
+      // running unsigned byte max over the tile hits 0xff iff one is present
+      const __m256i sign = _mm256_set1_epi8(static_cast<char>(0x80));
+      __m256i hi = _mm256_setzero_si256();
       for (int64_t k = 0; k < K32; k += 32) {
         if (E4M3)
+          UNROLL
           for (int c = 0; c < NC; ++c) {
             const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + c * K + k));
-            hi_u[c] = _mm256_max_epu8(hi_u[c], v);
-            hi_s[c] = _mm256_max_epi8(hi_s[c], v);
+            hi = _mm256_max_epu8(hi, _mm256_or_si256(v, sign));
           }
-        for (int j = 0; j < 32; j += 8) {
-          __m256 wf[NC];
-          for (int c = 0; c < NC; ++c) wf[c] = fp8x8<E4M3>(w + c * K + k + j);
-          for (int r = 0; r < MR; ++r) {
-            const __m256 xv = _mm256_loadu_ps(x + r * K + k + j);
-            for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_fmadd_ps(wf[c], xv, acc[r][c]);
-          }
+        if (E4M3) {
+          UNROLL
+          for (int j = 0; j < 32; j += 16)
+            UNROLL
+            for (int c = 0; c < NC; ++c) {
+              __m256 lo, hi;
+              e4m3x16(w + c * K + k + j, &lo, &hi);
+              UNROLL
+              for (int r = 0; r < MR; ++r) {
+                acc[r][c] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x + r * K + k + j), acc[r][c]);
+                acc[r][c] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x + r * K + k + j + 8), acc[r][c]);
+              }
+            }
+        } else {
+          UNROLL
+          for (int j = 0; j < 32; j += 8)
+            UNROLL
+            for (int c = 0; c < NC; ++c) {
+              const __m256 wf = e5m2x8(w + c * K + k + j);
+              UNROLL
+              for (int r = 0; r < MR; ++r)
+                acc[r][c] = _mm256_fmadd_ps(wf, _mm256_loadu_ps(x + r * K + k + j), acc[r][c]);
+            }
         }
       }
       const float unit = E4M3 ? 256.f : 1.f;
+      const bool any_nan =
+          E4M3 && _mm256_movemask_epi8(_mm256_cmpeq_epi8(hi, _mm256_set1_epi8(static_cast<char>(0xff)))) != 0;
+      UNROLL
       for (int c = 0; c < NC; ++c) {
         bool nan = false;
-        if (E4M3) {
-          const __m256i m7f = _mm256_set1_epi8(0x7f), mff = _mm256_set1_epi8(static_cast<char>(0xff));
-          nan = !_mm256_testz_si256(_mm256_cmpeq_epi8(hi_s[c], m7f), m7f) ||
-                !_mm256_testz_si256(_mm256_cmpeq_epi8(hi_u[c], mff), mff);
-        }
+        if (any_nan)  // rare: find the columns that hold a NaN code
+          for (int64_t k = 0; k < K32 && !nan; ++k) nan = (w[c * K + k] & 0x7f) == 0x7f;
         const float s = a.scale[(n + c) * a.scale_stride];
         const float bias = a.bias ? a.bias[n + c] : 0.f;
+        UNROLL
         for (int r = 0; r < MR; ++r) {
           float v = hsum8(acc[r][c]) * unit;
           for (int64_t k = K32; k < K; ++k) v += fp8_scalar(w[c * K + k], E4M3) * x[r * K + k];
@@ -181,24 +213,33 @@ struct Q8F32Tile {
     const float* x = a.x + r0 * a.K;
     const uint8_t* w = a.blocks + n * a.row_bytes;
     __m256 acc[MR][NC];
+    UNROLL
     for (int r = 0; r < MR; ++r)
+      UNROLL
       for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < a.nb; ++b) {
       __m256 d[NC];
+      UNROLL
       for (int c = 0; c < NC; ++c) d[c] = _mm256_set1_ps(block_scale(w + c * a.row_bytes + b * 34));
+      UNROLL
       for (int j = 0; j < 32; j += 8) {
         __m256 wf[NC];
+        UNROLL
         for (int c = 0; c < NC; ++c) {
           const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + c * a.row_bytes + b * 34 + 2 + j));
           wf[c] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8)), d[c]);
         }
+        UNROLL
         for (int r = 0; r < MR; ++r) {
           const __m256 xv = _mm256_loadu_ps(x + r * a.K + b * 32 + j);
+          UNROLL
           for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_fmadd_ps(wf[c], xv, acc[r][c]);
         }
       }
     }
+    UNROLL
     for (int r = 0; r < MR; ++r)
+      UNROLL
       for (int c = 0; c < NC; ++c) store_tile_out(a.y, a.N, r0 + r, n + c, a.bias, hsum8(acc[r][c]));
   }
 };
@@ -211,11 +252,14 @@ struct Q4F32Tile {
     const uint8_t* w = a.blocks + n * a.row_bytes;
     const __m128i m4 = _mm_set1_epi8(0x0f);
     __m256 acc[MR][NC];
+    UNROLL
     for (int r = 0; r < MR; ++r)
+      UNROLL
       for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < a.nb; ++b) {
       __m256 d[NC], d8[NC];
       __m128i lo[NC], hi[NC];
+      UNROLL
       for (int c = 0; c < NC; ++c) {
         const uint8_t* blk = w + c * a.row_bytes + b * 18;
         const float s = block_scale(blk);
@@ -225,20 +269,26 @@ struct Q4F32Tile {
         lo[c] = _mm_and_si128(raw, m4);
         hi[c] = _mm_and_si128(_mm_srli_epi16(raw, 4), m4);
       }
+      UNROLL
       for (int j = 0; j < 4; ++j) {
         __m256 wf[NC];
+        UNROLL
         for (int c = 0; c < NC; ++c) {
           const __m128i src = j < 2 ? lo[c] : hi[c];
           const __m128i u8 = (j & 1) ? _mm_unpackhi_epi64(src, src) : src;
           wf[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(u8)), d[c], d8[c]);
         }
+        UNROLL
         for (int r = 0; r < MR; ++r) {
           const __m256 xv = _mm256_loadu_ps(x + r * a.K + b * 32 + j * 8);
+          UNROLL
           for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_fmadd_ps(wf[c], xv, acc[r][c]);
         }
       }
     }
+    UNROLL
     for (int r = 0; r < MR; ++r)
+      UNROLL
       for (int c = 0; c < NC; ++c) store_tile_out(a.y, a.N, r0 + r, n + c, a.bias, hsum8(acc[r][c]));
   }
 };
@@ -265,22 +315,27 @@ struct Q4I8Tile {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[MR][NC];
+    UNROLL
     for (int r = 0; r < MR; ++r)
+      UNROLL
       for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < a.nb; ++b) {
       __m256i wq[NC];
       float dw[NC];
+      UNROLL
       for (int c = 0; c < NC; ++c) {
         const uint8_t* blk = w + c * a.row_bytes + b * 18;
         const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
         wq[c] = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1), m4);
         dw[c] = block_scale(blk);
       }
+      UNROLL
       for (int r = 0; r < MR; ++r) {
         const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + r * a.K + b * 32));
         // sum (u - 8) q = sum u q - 8 sum q: the correction goes into lane 0
         const __m256i corr = _mm256_castsi128_si256(_mm_cvtsi32_si128(8 * sx[r * a.nb + b]));
         const float d = dx[r * a.nb + b];
+        UNROLL
         for (int c = 0; c < NC; ++c) {
           __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[c], xv), ones);
           p = _mm256_sub_epi32(p, corr);
@@ -288,7 +343,9 @@ struct Q4I8Tile {
         }
       }
     }
+    UNROLL
     for (int r = 0; r < MR; ++r)
+      UNROLL
       for (int c = 0; c < NC; ++c) store_tile_out(a.y, a.N, r0 + r, n + c, a.bias, hsum8(acc[r][c]));
   }
 };
@@ -301,27 +358,34 @@ struct Q8I8Tile {
     const uint8_t* w = a.blocks + n * a.row_bytes;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[MR][NC];
+    UNROLL
     for (int r = 0; r < MR; ++r)
+      UNROLL
       for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < a.nb; ++b) {
       __m256i wq[NC], wa[NC];
       float dw[NC];
+      UNROLL
       for (int c = 0; c < NC; ++c) {
         const uint8_t* blk = w + c * a.row_bytes + b * 34;
         wq[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
         wa[c] = _mm256_sign_epi8(wq[c], wq[c]);
         dw[c] = block_scale(blk);
       }
+      UNROLL
       for (int r = 0; r < MR; ++r) {
         const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + r * a.K + b * 32));
         const float d = dx[r * a.nb + b];
+        UNROLL
         for (int c = 0; c < NC; ++c) {
           const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa[c], _mm256_sign_epi8(xv, wq[c])), ones);
           acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw[c] * d), _mm256_cvtepi32_ps(p), acc[r][c]);
         }
       }
     }
+    UNROLL
     for (int r = 0; r < MR; ++r)
+      UNROLL
       for (int c = 0; c < NC; ++c) store_tile_out(a.y, a.N, r0 + r, n + c, a.bias, hsum8(acc[r][c]));
   }
 };
