@@ -321,25 +321,25 @@ struct Q4I8Tile {
       for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < a.nb; ++b) {
       __m256i wq[NC];
-      float dw[NC];
+      __m256 dw[NC];
       UNROLL
       for (int c = 0; c < NC; ++c) {
         const uint8_t* blk = w + c * a.row_bytes + b * 18;
         const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
         wq[c] = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1), m4);
-        dw[c] = block_scale(blk);
+        dw[c] = _mm256_set1_ps(block_scale(blk));
       }
       UNROLL
       for (int r = 0; r < MR; ++r) {
         const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + r * a.K + b * 32));
         // sum (u - 8) q = sum u q - 8 sum q: the correction goes into lane 0
         const __m256i corr = _mm256_castsi128_si256(_mm_cvtsi32_si128(8 * sx[r * a.nb + b]));
-        const float d = dx[r * a.nb + b];
+        const __m256 d = _mm256_broadcast_ss(dx + r * a.nb + b);
         UNROLL
         for (int c = 0; c < NC; ++c) {
           __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[c], xv), ones);
           p = _mm256_sub_epi32(p, corr);
-          acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw[c] * d), _mm256_cvtepi32_ps(p), acc[r][c]);
+          acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(dw[c], d), _mm256_cvtepi32_ps(p), acc[r][c]);
         }
       }
     }
@@ -364,22 +364,22 @@ struct Q8I8Tile {
       for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
     for (int64_t b = 0; b < a.nb; ++b) {
       __m256i wq[NC], wa[NC];
-      float dw[NC];
+      __m256 dw[NC];
       UNROLL
       for (int c = 0; c < NC; ++c) {
         const uint8_t* blk = w + c * a.row_bytes + b * 34;
         wq[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
         wa[c] = _mm256_sign_epi8(wq[c], wq[c]);
-        dw[c] = block_scale(blk);
+        dw[c] = _mm256_set1_ps(block_scale(blk));
       }
       UNROLL
       for (int r = 0; r < MR; ++r) {
         const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + r * a.K + b * 32));
-        const float d = dx[r * a.nb + b];
+        const __m256 d = _mm256_broadcast_ss(dx + r * a.nb + b);
         UNROLL
         for (int c = 0; c < NC; ++c) {
           const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa[c], _mm256_sign_epi8(xv, wq[c])), ones);
-          acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dw[c] * d), _mm256_cvtepi32_ps(p), acc[r][c]);
+          acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(dw[c], d), _mm256_cvtepi32_ps(p), acc[r][c]);
         }
       }
     }
