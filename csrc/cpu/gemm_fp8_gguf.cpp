@@ -193,4 +193,13 @@ void linear_q4_0_int8act(const int8_t* qx, const float* dx, const int32_t* sx, c
 }
 #undef LOWBIT_DISPATCH
 
+bool packed_float_gemm(int64_t M, int64_t K) {
+#if defined(LOWBIT_HAVE_AVX2)
+  return use_avx2() && avx2::packed_gemm_applies(M, K);
+#else
+  (void)M; (void)K;
+  return false;
+#endif
+}
+
 }  // namespace lowbit::cpu

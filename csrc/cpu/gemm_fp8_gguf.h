@@ -42,6 +42,11 @@ void linear_q8_0_int8act(const int8_t* qx, const float* dx, const int32_t* sx, c
 void linear_q4_0_int8act(const int8_t* qx, const float* dx, const int32_t* sx, const uint8_t* blocks,
                          const float* bias, float* y, int64_t M, int64_t K, int64_t N, int64_t n0, int64_t n1);
 
+// Whether the float-activation kernels take the AVX2 packed-panel path for M rows
+// and K inputs (large M). It is then faster than the int8-activation GGUF kernels,
+// so the glue runs it for int8_activations=True as well (exact and faster).
+bool packed_float_gemm(int64_t M, int64_t K);
+
 // The implementations behind the run-time dispatch above (same signatures).
 #define LOWBIT_FP8_GGUF_DECLS                                                                                      \
   void quantize_act_q8(const float* x, int8_t* qx, float* dx, int32_t* sx, int64_t rows, int64_t K);              \
@@ -61,6 +66,7 @@ LOWBIT_FP8_GGUF_DECLS
 }
 namespace avx2 {
 LOWBIT_FP8_GGUF_DECLS
+bool packed_gemm_applies(int64_t M, int64_t K);
 }
 #undef LOWBIT_FP8_GGUF_DECLS
 
