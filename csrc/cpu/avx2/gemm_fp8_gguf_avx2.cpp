@@ -83,11 +83,12 @@ inline void e4m3x16(const uint8_t* p, __m256* lo, __m256* hi) {
 // The NC weight rows of a tile are one contiguous span, read as NC short
 // streams (a Q4_0 row of K = 4096 is 36 cache lines): too short for the hardware
 // prefetchers to lock on. So while a tile runs, the span of the tile kPrefetchTiles
-// ahead is prefetched at the rate the tile consumes its own.
-constexpr int64_t kPrefetchTiles = 2;
+// ahead is prefetched into L2 (prefetcht1: into L1 it stalled on fill buffers)
+// at the rate the tile consumes its own.
+constexpr int64_t kPrefetchTiles = 1;
 
 inline void prefetch_span(const uint8_t* p, int64_t bytes) {
-  for (int64_t o = 0; o < bytes + 63; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+  for (int64_t o = 0; o < bytes + 63; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T1);
 }
 
 // Columns per L2 chunk for a given weight row size.
