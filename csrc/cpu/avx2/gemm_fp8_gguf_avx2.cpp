@@ -266,7 +266,7 @@ struct Q4F32Tile {
   static void run(const GgufF32Args& a, int64_t r0, int64_t n) {
     const float* x = a.x + r0 * a.K;
     const uint8_t* w = a.blocks + n * a.row_bytes;
-    const __m128i m4 = _mm_set1_epi8(0x0f);
+    const __m256i m4 = _mm256_set1_epi32(0x0f);
     __m256 acc[MR][NC];
     UNROLL
     for (int r = 0; r < MR; ++r)
@@ -276,25 +276,23 @@ struct Q4F32Tile {
     for (int64_t b = 0; b < a.nb; ++b) {
       prefetch_span(pf + b * NC * 18, NC * 18);
       __m256 d[NC], d8[NC];
-      __m128i lo[NC], hi[NC];
       UNROLL
       for (int c = 0; c < NC; ++c) {
         const uint8_t* blk = w + c * a.row_bytes + b * 18;
         const float s = block_scale(blk);
         d[c] = _mm256_set1_ps(s);
         d8[c] = _mm256_set1_ps(-8.f * s);
-        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
-        lo[c] = _mm_and_si128(raw, m4);
-        hi[c] = _mm_and_si128(_mm_srli_epi16(raw, 4), m4);
       }
       UNROLL
       for (int j = 0; j < 4; ++j) {
         __m256 wf[NC];
         UNROLL
         for (int c = 0; c < NC; ++c) {
-          const __m128i src = j < 2 ? lo[c] : hi[c];
-          const __m128i u8 = (j & 1) ? _mm_unpackhi_epi64(src, src) : src;
-          wf[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(u8)), d[c], d8[c]);
+          // elements 8j..8j+7: low nibbles of bytes 0-7 / 8-15, then their high nibbles
+          const uint8_t* qs = w + c * a.row_bytes + b * 18 + 2 + (j & 1) * 8;
+          const __m256i src = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs)));
+          const __m256i u = j < 2 ? _mm256_and_si256(src, m4) : _mm256_srli_epi32(src, 4);
+          wf[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(u), d[c], d8[c]);
         }
         UNROLL
         for (int r = 0; r < MR; ++r) {
@@ -331,6 +329,7 @@ struct Q4I8Tile {
     const int32_t* sx = a.sx + r0 * a.nb;
     const uint8_t* w = a.blocks + n * a.row_bytes;
     const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i nib_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[MR][NC];
     UNROLL
@@ -345,8 +344,9 @@ struct Q4I8Tile {
       UNROLL
       for (int c = 0; c < NC; ++c) {
         const uint8_t* blk = w + c * a.row_bytes + b * 18;
-        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
-        wq[c] = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1), m4);
+        // the 16 bytes in both halves, the upper half shifted right by 4
+        const __m256i raw = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
+        wq[c] = _mm256_and_si256(_mm256_srlv_epi32(raw, nib_shift), m4);
         dw[c] = _mm256_set1_ps(block_scale(blk));
       }
       UNROLL
