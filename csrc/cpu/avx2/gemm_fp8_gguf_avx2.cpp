@@ -85,7 +85,7 @@ inline void e4m3x16(const uint8_t* p, __m256* lo, __m256* hi) {
 // prefetchers to lock on. So while a tile runs, the span of the tile kPrefetchTiles
 // ahead is prefetched into L2 (prefetcht1: into L1 it stalled on fill buffers)
 // at the rate the tile consumes its own.
-constexpr int64_t kPrefetchTiles = 1;
+constexpr int64_t kPrefetchTiles = 2;
 
 inline void prefetch_span(const uint8_t* p, int64_t bytes) {
   for (int64_t o = 0; o < bytes + 63; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T1);
