@@ -50,7 +50,7 @@ TORCH_LIBRARY(lowbit, m) {
   // float8 (e4m3fn / e5m2) weights [N, K], scale float32 [N, 1] or [1, 1].
   m.def("linear_fp8(Tensor x, Tensor q, Tensor scale, Tensor? bias=None) -> Tensor");
   // GGUF blocks [N, K / 32 * 34] (Q8_0) and [N, K / 32 * 18] (Q4_0).
-  m.def("linear_q8_0(Tensor x, Tensor blocks, Tensor? bias=None, bool int8_activations=True) -> Tensor");
+  m.def("linear_q8_0(Tensor x, Tensor blocks, Tensor? bias=None, bool int8_activations=False) -> Tensor");
   m.def("linear_q4_0(Tensor x, Tensor blocks, Tensor? bias=None, bool int8_activations=True) -> Tensor");
   // [fp8 / gguf linear: further schemas here]
 }

@@ -54,6 +54,18 @@ def test_int8_activation_error_is_small_against_weight_error(linear_inputs, bits
     assert extra_sq ** 0.5 < 0.1 * weight_sq ** 0.5
 
 
+def test_q4_0_int8_activations_on_real_weights(linear_inputs):
+    """Q4_0 defaults to int8 activations (as llama.cpp): same criterion as above, per layer."""
+    for w, x in linear_inputs:
+        blocks = ops.quantize_q4_0(w)
+        y_float = F.linear(x.double(), w.double())
+        y_exact = ops.linear_q4_0(x, blocks, int8_activations=False).double()
+        y_int8 = ops.linear_q4_0(x, blocks).double()
+        weight_err = (y_exact - y_float).norm() / y_float.norm()
+        extra_err = (y_int8 - y_exact).norm() / y_float.norm()
+        assert extra_err < 0.15 * weight_err, (w.shape, float(extra_err), float(weight_err))
+
+
 def test_frozen_model_runs_the_linear_kernels_and_the_switch(linear_inputs):
     w, x = linear_inputs[0]
     layer = torch.nn.Linear(w.shape[1], w.shape[0]).eval()

@@ -62,6 +62,8 @@ def _linear(input, weight, bias=None):
     if q.name == "qint8" and weight.zero_point is None and weight.scale.shape == (n, 1):
         # W8A16: activations stay float (int8 activations are a qtype choice, not a kernel trick)
         return ops.linear_int8(input, weight.codes, weight.scale, bias)
+    if q.is_float and weight.scale.shape in ((n, 1), (1, 1)):
+        return ops.linear_fp8(input, weight.codes, weight.scale, bias)
     return NotImplemented
 
 
