@@ -263,14 +263,24 @@ class LowbitHfQuantizer(HfQuantizer):
                     names.append(name)
         quantize(model, cfg.weights, cfg.activations, group_size=cfg.group_size, optimizer=cfg.optimizer,
                  include=names)
+        if cfg.activations is not None:
+            # activation scales are not in a float checkpoint; they are set after loading, not "newly initialized"
+            model._keys_to_ignore_on_load_missing = list(model._keys_to_ignore_on_load_missing or []) + [
+                r"\.(input|output)_scale$"]
         return model
 
     def _process_model_after_weight_loading(self, model, **kwargs):
         for module in model.modules():
-            if isinstance(module, QModuleMixin) and module.activation_qtype is not None:
+            if not isinstance(module, QModuleMixin) or module.activation_qtype is None:
+                continue
+            if self.pre_quantized:
+                module._after_load()  # a saved calibrated scale (> 0) is used as such
+            else:
+                # a float checkpoint has no activation scales: uncalibrated (0), i.e. dynamic quantization
                 w = getattr(module, "weight", None)
                 device = w.device if isinstance(w, torch.Tensor) and not w.is_meta else torch.device("cpu")
-                _materialize_activation_scale(module, device)
+                setattr(module, module.activation_site + "_scale", torch.zeros((), dtype=torch.float32, device=device))
+                module._act_calibrated = False
         self.quantization_config.quantization_map = quantization_map(model)
         return model
 
