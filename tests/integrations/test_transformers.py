@@ -215,3 +215,13 @@ def test_minilm_automodel():
         return (h * mask).sum(1) / mask.sum(1)
     cos = torch.nn.functional.cosine_similarity(embed(ref), embed(model), dim=-1)
     assert cos.min() > 0.99
+
+
+def test_tied_lm_head_stays_float(float_folders):
+    """Qwen2 here ties lm_head to the input embedding: even when asked to convert everything, the tied
+    module stays float (transformers re-ties it to the float embedding after loading)."""
+    model = AutoModelForCausalLM.from_pretrained(
+        float_folders["qwen2"], quantization_config=LowbitConfig(weights="int8", modules_to_not_convert=[]))
+    assert type(model.lm_head) is torch.nn.Linear
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert isinstance(model.model.layers[1].mlp.down_proj.weight, lowbit.QTensor)

@@ -24,6 +24,7 @@ The saved layout is the one of :func:`lowbit.save` (the state dict of a frozen
 model), so ``lowbit.load`` and the ``lowbit`` command read and write the same files.
 """
 import copy
+import re
 from typing import Optional
 
 import torch
@@ -247,6 +248,10 @@ class LowbitHfQuantizer(HfQuantizer):
                 _set_submodule(model, name, qcls.from_module(module, *qcfg))
             return model
         skip = self.get_modules_to_not_convert(model, cfg.modules_to_not_convert, model._keep_in_fp32_modules)
+        # a weight tied to another (lm_head to the input embedding) is re-tied to the float tensor after
+        # loading, so quantizing its module would only add work: it always stays float
+        tied = getattr(model, "all_tied_weights_keys", None) or {}
+        skip = skip + [re.escape(k.removesuffix(".weight")) + "$" for k in tied]
         names = []
         for name, module in model.named_modules():
             if not name or not should_convert_module(name, skip):
