@@ -225,3 +225,24 @@ def test_tied_lm_head_stays_float(float_folders):
     assert type(model.lm_head) is torch.nn.Linear
     assert model.lm_head.weight is model.model.embed_tokens.weight
     assert isinstance(model.model.layers[1].mlp.down_proj.weight, lowbit.QTensor)
+
+
+@pytest.mark.parametrize("weights", ["int2", "fp8", "float8_e5m2"])
+def test_bfloat16_qtypes_round_trip(float_folders, weights, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(float_folders["llama"], dtype=torch.bfloat16,
+                                                 quantization_config=LowbitConfig(weights=weights, group_size=32))
+    w = model.model.layers[0].mlp.up_proj.weight
+    assert w.dtype == torch.bfloat16 and w.qtype == lowbit.qtype(weights)
+    before = greedy(model)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert reloaded.dtype == torch.bfloat16 and torch.equal(greedy(reloaded), before)
+
+
+def test_import_lowbit_does_not_import_transformers():
+    import subprocess
+    import sys
+    code = "import sys, lowbit; assert 'transformers' not in sys.modules; lowbit.LowbitConfig; " \
+           "assert 'transformers' in sys.modules"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(lowbit.__file__)))
+    assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
