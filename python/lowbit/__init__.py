@@ -20,3 +20,11 @@ __all__ = [
     "Optimizer", "AbsmaxOptimizer", "MinMaxOptimizer", "HqqOptimizer",
     "Calibration", "quantize", "freeze", "quantization_map", "requantize", "save", "load",
 ]
+
+
+def __getattr__(name):
+    # transformers is optional and slow to import: LowbitConfig loads it on first use only
+    if name == "LowbitConfig":
+        from .integrations.transformers import LowbitConfig
+        return LowbitConfig
+    raise AttributeError(f"module 'lowbit' has no attribute {name!r}")

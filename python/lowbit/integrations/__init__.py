@@ -1,0 +1,2 @@
+"""Integrations with other libraries, each imported only when used
+(``import lowbit.integrations.transformers``)."""
