@@ -8,7 +8,7 @@ from .qtypes import QType, qint2, qint4, qint8, qfloat8, qfloat8_e4m3fn, qfloat8
 from .tensor import QTensor, quantize_weight, int8_activations, set_int8_activations
 from .optimizers import Optimizer, AbsmaxOptimizer, MinMaxOptimizer, HqqOptimizer
 from .calibration import Calibration
-from .quantize import quantize, freeze, quantization_map, requantize
+from .quantize import quantize, freeze, quantization_map, requantize, empty_weights
 from .serialization import save, load
 
 __version__ = "0.1.0"
@@ -18,7 +18,7 @@ __all__ = [
     "QType", "qint2", "qint4", "qint8", "qfloat8", "qfloat8_e4m3fn", "qfloat8_e5m2", "qtype",
     "QTensor", "quantize_weight", "int8_activations", "set_int8_activations",
     "Optimizer", "AbsmaxOptimizer", "MinMaxOptimizer", "HqqOptimizer",
-    "Calibration", "quantize", "freeze", "quantization_map", "requantize", "save", "load",
+    "Calibration", "quantize", "freeze", "quantization_map", "requantize", "empty_weights", "save", "load",
 ]
 
 

@@ -30,8 +30,8 @@ def _expected(model: nn.Module, entries: dict) -> Dict[str, tuple]:
         prefix = name + "." if name else ""
         skip = set()
         if name in entries:
-            _, qcls, (wq, aq, g, _opt), frozen = entries[name]
-            if aq is not None:
+            _, qcls, (wq, aq, g, _opt, granularity), frozen = entries[name]
+            if aq is not None and granularity == "per_tensor":
                 expected[prefix + qcls.activation_site + "_scale"] = ((), torch.float32, False)
         elif isinstance(module, QModuleMixin):
             wq, g, frozen = module.weight_qtype, module.group_size, module.frozen
@@ -76,7 +76,8 @@ def check_state_dict(model: nn.Module, state_dict: dict, entries: dict) -> None:
     meta = [n for n, b in model.named_buffers() if b.is_meta and n not in expected]
     if meta:
         problems.append(f"buffers on the meta device that the state dict cannot fill (non-persistent): {meta[:8]}; "
-                        "create the model with its buffers on a real device")
+                        "create the model under lowbit.empty_weights() (parameters on meta, buffers real) "
+                        "instead of torch.device('meta')")
     if problems:
         raise ValueError("cannot load the quantized model: " + " | ".join(problems))
 

@@ -87,24 +87,35 @@ def test_minilm_int8_weights(minilm_setup):
     assert cosine(minilm_setup, weights="int8") >= 0.999
 
 
-@pytest.mark.xfail(strict=True, reason="static per-tensor int8 activations reach ~0.97-0.98 on MiniLM "
-                                       "(outliers in the FFN and LayerNorm outputs); target 0.99 not met yet")
+@pytest.mark.xfail(strict=True, reason="static per-tensor int8 activations reach 0.977 on MiniLM (0.984 with the "
+                                       "LayerNorm outputs left float; optimum-quanto's calibrated W8A8: 0.985): "
+                                       "outliers in the FFN and LayerNorm outputs; per-token scales reach 0.997")
 def test_minilm_int8_weights_int8_activations(minilm_setup):
     assert cosine(minilm_setup, calibrate=True, weights="int8", activations="int8") >= 0.99
 
 
 def test_minilm_int8_weights_int8_activations_current_level(minilm_setup):
-    assert cosine(minilm_setup, calibrate=True, weights="int8", activations="int8") >= 0.96
+    assert cosine(minilm_setup, calibrate=True, weights="int8", activations="int8") >= 0.97
+
+
+def test_minilm_int8_weights_int8_activations_per_token(minilm_setup):
+    """Dynamic per-token activation scales (torchao's int8 dynamic activations): no calibration needed."""
+    assert cosine(minilm_setup, weights="int8", activations="int8", activation_granularity="per_token") >= 0.99
 
 
 def test_minilm_fp8_weights(minilm_setup):
     assert cosine(minilm_setup, weights="fp8") >= 0.995
 
 
-@pytest.mark.xfail(strict=True, reason="int4 group 128 gives ~0.95-0.96 on MiniLM with minmax or hqq; "
-                                       "target 0.98 not met yet")
+@pytest.mark.xfail(strict=True, reason="int4 group 128 gives 0.959 on MiniLM with minmax (0.963 with the embeddings "
+                                       "float; hqq 0.962; optimum-quanto's int4 g128: 0.950; minmax g32: 0.976): "
+                                       "0.98 needs activation-aware methods (AWQ/GPTQ), not in lowbit yet")
 def test_minilm_int4_weights_target(minilm_setup):
     assert cosine(minilm_setup, weights="int4", group_size=128) >= 0.98
+
+
+def test_minilm_int4_weights_current_level(minilm_setup):
+    assert cosine(minilm_setup, weights="int4", group_size=128) >= 0.95
 
 
 @pytest.mark.xfail(strict=False, reason="HQQ lowers the weight error (see below) but its embedding cosine is level "
@@ -129,3 +140,29 @@ def test_hqq_lower_weight_error_than_minmax_on_real_weights(minilm_setup, bits, 
         mm = _sqnr(w, lowbit.quantize_weight(w, f"int{bits}", group, "minmax").dequantize())
         hq = _sqnr(w, lowbit.quantize_weight(w, f"int{bits}", group, "hqq").dequantize())
         assert hq > mm
+
+
+def test_minilm_reload_under_empty_weights(minilm_setup, tmp_path):
+    """save -> rebuild with lowbit.empty_weights() (parameters on meta, BERT's non-persistent
+    position_ids / token_type_ids real) -> load gives identical embeddings."""
+    model, batch, _, _ = minilm_setup
+    q = lowbit.freeze(lowbit.quantize(model, inplace=False, weights="int4", group_size=128))
+    lowbit.save(q, str(tmp_path))
+    with lowbit.empty_weights():
+        skeleton = transformers.AutoModel.from_config(model.config).eval()
+    assert all(p.is_meta for p in skeleton.parameters())
+    assert not skeleton.embeddings.position_ids.is_meta
+    lowbit.load(skeleton, str(tmp_path))
+    assert not any(t.is_meta for t in list(skeleton.parameters()) + list(skeleton.buffers()))
+    assert torch.equal(skeleton.embeddings.position_ids, model.embeddings.position_ids)
+    assert torch.equal(embed(skeleton, batch), embed(q, batch))
+
+
+def test_minilm_reload_under_meta_device_names_the_buffers(minilm_setup, tmp_path):
+    model = minilm_setup[0]
+    q = lowbit.freeze(lowbit.quantize(model, inplace=False, weights="int8"))
+    lowbit.save(q, str(tmp_path))
+    with torch.device("meta"):
+        skeleton = transformers.AutoModel.from_config(model.config)
+    with pytest.raises(ValueError, match=r"non-persistent.*embeddings.position_ids.*lowbit.empty_weights\(\)"):
+        lowbit.load(skeleton, str(tmp_path))

@@ -45,7 +45,8 @@ def test_quantize_replaces_modules_and_respects_patterns():
     qmap = lowbit.quantization_map(m)
     assert set(qmap) == {"norm", "blocks.0", "blocks.1"}
     assert qmap["blocks.0"] == {"weights": "qint8", "activations": "qint8", "group_size": None,
-                                "optimizer": "absmax", "frozen": False, "format_version": 1}
+                                "optimizer": "absmax", "frozen": False, "format_version": 1,
+                                "activation_granularity": "per_tensor"}
     json.dumps(qmap)
 
 
@@ -255,3 +256,71 @@ def test_compile_fullgraph_matches_eager_int4():
         eager = m(x)
         compiled = torch.compile(m, fullgraph=True, backend="aot_eager")(x)
     torch.testing.assert_close(compiled, eager)
+
+
+def test_empty_weights_puts_parameters_on_meta_and_keeps_buffers():
+    class WithNonPersistent(Net):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("positions", torch.arange(4), persistent=False)
+
+        def forward(self, ids):
+            return super().forward(ids) + self.positions.sum()
+
+    register_parameter = nn.Module.register_parameter
+    with lowbit.empty_weights():
+        fresh = WithNonPersistent()
+    assert nn.Module.register_parameter is register_parameter
+    assert all(p.is_meta and type(p) is nn.Parameter for p in fresh.parameters())
+    assert torch.equal(fresh.positions, torch.arange(4)) and not fresh.offset.is_meta
+    m = lowbit.freeze(lowbit.quantize(WithNonPersistent().eval(), "int4", group_size=32))
+    lowbit.requantize(fresh, m.state_dict(), lowbit.quantization_map(m), device="cpu")
+    x = ids()
+    torch.testing.assert_close(fresh(x), m(x), rtol=0, atol=0)
+
+
+def test_per_token_activations():
+    m = lowbit.quantize(Net().eval(), "int8", "int8", activation_granularity="per_token")
+    assert type(m.norm) is nn.LayerNorm  # per-token activations are quantized at Linear / Conv inputs only
+    assert not hasattr(m.blocks[0], "input_scale")
+    assert lowbit.quantization_map(m)["blocks.0"]["activation_granularity"] == "per_token"
+    x = ids()
+    with lowbit.Calibration():
+        calibrating = m(x)  # nothing to record: float activations while calibrating
+    assert not any(k.endswith("_scale") for k in m.state_dict())
+    lowbit.freeze(m)
+    out = m(x)
+    assert not torch.equal(out, calibrating)
+    torch.testing.assert_close(out, calibrating, rtol=0.05, atol=0.05)
+    # one scale per token: a token with large values does not coarsen the others
+    layer = m.blocks[0]
+    h = torch.randn(2, 3, 64)
+    h[0, 0] *= 1000
+    ref = nn.functional.linear(h, layer.weight.dequantize(), layer.bias)
+    got = layer(h)
+    torch.testing.assert_close(got[1], ref[1], rtol=0.05, atol=0.05)
+
+
+def test_save_load_roundtrip_per_token(tmp_path):
+    m, fresh = _roundtrip(tmp_path, "int8", "int8", activation_granularity="per_token")
+    assert fresh.blocks[0].activation_granularity == "per_token"
+
+
+def test_per_token_conv_scales_reduce_over_channels():
+    conv = lowbit.quantize(nn.Sequential(nn.Conv1d(8, 4, 3)), None, "int8", activation_granularity="per_token")[0]
+    x = torch.randn(2, 8, 5)
+    x[:, :, 0] *= 1000  # a loud position must not coarsen the other positions
+    seen = []
+    conv.register_forward_pre_hook(lambda mod, inp: seen.append(mod.quantize_activation(inp[0])))
+    conv(x)
+    torch.testing.assert_close(seen[0][:, :, 1:], x[:, :, 1:], rtol=0.02, atol=0.02)
+
+
+def test_bad_activation_granularity():
+    with pytest.raises(ValueError, match="activation_granularity must be one of"):
+        lowbit.quantize(Net(), "int8", "int8", activation_granularity="per_channel")
+    m = lowbit.freeze(lowbit.quantize(Net().eval(), "int8", "int8"))
+    qmap = lowbit.quantization_map(m)
+    qmap["norm"]["activation_granularity"] = "per_token"
+    with pytest.raises(ValueError, match="'norm' .*has no per-token activations"):
+        lowbit.requantize(Net(), m.state_dict(), qmap)

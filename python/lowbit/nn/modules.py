@@ -1,5 +1,5 @@
 """The quantized modules. Each is built from a float module with
-``from_module(module, weights, activations, group_size, optimizer)`` and shares
+``from_module(module, weights, activations, group_size, optimizer, activation_granularity)`` and shares
 the float module's parameters (so an optimizer built before ``quantize`` keeps
 training them)."""
 import torch
@@ -21,9 +21,10 @@ def _adopt(qmodule, module, names=("weight", "bias")):
 @register_qmodule(nn.Linear)
 class QLinear(QModuleMixin, nn.Linear):
     @classmethod
-    def from_module(cls, module, weights, activations, group_size, optimizer):
+    def from_module(cls, module, weights, activations, group_size, optimizer, activation_granularity="per_tensor"):
         q = cls(module.in_features, module.out_features, bias=module.bias is not None, device="meta")
-        _adopt(q, module).setup_quantization(weights, activations, group_size, optimizer, module.weight.device)
+        _adopt(q, module).setup_quantization(weights, activations, group_size, optimizer, module.weight.device,
+                                                   activation_granularity)
         return q
 
     def forward(self, input):
@@ -31,11 +32,13 @@ class QLinear(QModuleMixin, nn.Linear):
 
 
 class _QConvNd(QModuleMixin):
+    token_dim = 1  # per-token activation scales: one per (batch, position) over the input channels
     @classmethod
-    def from_module(cls, module, weights, activations, group_size, optimizer):
+    def from_module(cls, module, weights, activations, group_size, optimizer, activation_granularity="per_tensor"):
         q = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
                 module.dilation, module.groups, module.bias is not None, module.padding_mode, device="meta")
-        _adopt(q, module).setup_quantization(weights, activations, group_size, optimizer, module.weight.device)
+        _adopt(q, module).setup_quantization(weights, activations, group_size, optimizer, module.weight.device,
+                                                   activation_granularity)
         return q
 
     def forward(self, input):
@@ -58,7 +61,7 @@ class QEmbedding(QModuleMixin, nn.Embedding):
     dim). Weights only: its output is never quantized."""
 
     @classmethod
-    def from_module(cls, module, weights, activations, group_size, optimizer):
+    def from_module(cls, module, weights, activations, group_size, optimizer, activation_granularity="per_tensor"):
         q = cls(module.num_embeddings, module.embedding_dim, module.padding_idx, module.max_norm,
                 module.norm_type, module.scale_grad_by_freq, module.sparse, device="meta")
         _adopt(q, module, ("weight",)).setup_quantization(weights, None, group_size, optimizer)
@@ -74,13 +77,15 @@ class QLayerNorm(QModuleMixin, nn.LayerNorm):
     """LayerNorm whose output is quantized; its (small) weight and bias stay float."""
     activation_site = "output"
     quantizes_weight = False
+    token_dim = None
 
     @classmethod
-    def from_module(cls, module, weights, activations, group_size, optimizer):
+    def from_module(cls, module, weights, activations, group_size, optimizer, activation_granularity="per_tensor"):
         q = cls(module.normalized_shape, module.eps, module.elementwise_affine, bias=module.bias is not None,
                 device="meta")
         device = module.weight.device if module.weight is not None else None
-        _adopt(q, module).setup_quantization(weights, activations, group_size, optimizer, device)
+        _adopt(q, module).setup_quantization(weights, activations, group_size, optimizer, device,
+                                                   activation_granularity)
         return q
 
     def forward(self, input):
@@ -106,15 +111,17 @@ class QRMSNorm(QModuleMixin, nn.Module):
     output is quantized. Its weight stays float."""
     activation_site = "output"
     quantizes_weight = False
+    token_dim = None
 
     @classmethod
-    def from_module(cls, module, weights, activations, group_size, optimizer):
+    def from_module(cls, module, weights, activations, group_size, optimizer, activation_granularity="per_tensor"):
         base = type(module)
         qcls = _RMS_CLASSES.get(base)
         if qcls is None:
             qcls = _RMS_CLASSES[base] = type("Q" + base.__name__, (QRMSNorm, base), {})
         module.__class__ = qcls
-        module.setup_quantization(weights, activations, group_size, optimizer, module.weight.device)
+        module.setup_quantization(weights, activations, group_size, optimizer, module.weight.device,
+                                                   activation_granularity)
         return module
 
     def forward(self, *args, **kwargs):

@@ -15,6 +15,9 @@ from ..tensor import QTensor, expected_inner_layout, quantize_weight
 
 FORMAT_VERSION = 1
 ACTIVATION_QTYPES = (qint8, qfloat8_e4m3fn, qfloat8_e5m2)
+#: "per_tensor": one scale per activation tensor, static once calibrated (dynamic before);
+#: "per_token": one scale per input vector of the Linear / Conv, always computed on the fly
+ACTIVATION_GRANULARITIES = ("per_tensor", "per_token")
 
 _REGISTRY: Dict[Type[nn.Module], Type[nn.Module]] = {}
 _MATCHERS = []  # (predicate(module) -> bool, quantized class), for duck-typed classes
@@ -60,9 +63,11 @@ class _StraightThrough(torch.autograd.Function):
 
 
 def _fake_quantize_activation(x: torch.Tensor, scale: torch.Tensor, qtype: QType) -> torch.Tensor:
+    """Quantize-dequantize ``x`` with a per-tensor scale (0-d) or a scale of the keepdim
+    shape of a reduction over the last dim (per token)."""
     if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return x
-    s = scale.reshape([1] * x.dim())
+    s = scale.reshape([1] * x.dim()) if scale.dim() == 0 else scale
     if qtype.is_float:
         return ops.dequantize_fp8(ops.quantize_fp8(x, s, qtype.dtype), s, x.dtype)
     return ops.dequantize_affine(ops.quantize_affine(x, s, None, qtype.bits), s, None, x.dtype)
@@ -74,15 +79,20 @@ class QModuleMixin:
     activation_site = "input"
     #: whether the weight is quantized (False for the norms: their weights stay float)
     quantizes_weight = True
+    #: the dim holding one input vector of the module's linear map (per-token scales reduce over it);
+    #: None where per-token activations do not apply (norms)
+    token_dim = -1
 
     def setup_quantization(self, weights: Optional[QType], activations: Optional[QType],
-                           group_size: Optional[int], optimizer, device=None):
+                           group_size: Optional[int], optimizer, device=None,
+                           activation_granularity: str = "per_tensor"):
         self.weight_qtype = weights if self.quantizes_weight else None
         self.activation_qtype = activations
+        self.activation_granularity = activation_granularity if activations is not None else None
         self.group_size = group_size if self.weight_qtype is not None else None
         self.optimizer = (optimizer or default_optimizer(weights)) if self.weight_qtype is not None else None
         self._act_calibrated = False
-        if activations is not None:
+        if activations is not None and activation_granularity == "per_tensor":
             self.register_buffer(self.activation_site + "_scale",
                                  torch.zeros((), dtype=torch.float32, device=device))
 
@@ -112,6 +122,8 @@ class QModuleMixin:
     def quantize_activation(self, x: torch.Tensor) -> torch.Tensor:
         if self.activation_qtype is None:
             return x
+        if self.activation_granularity == "per_token":
+            return self._quantize_activation_per_token(x)
         buf = getattr(self, self.activation_site + "_scale")
         calibration = active_calibration()
         if calibration is not None:
@@ -129,11 +141,25 @@ class QModuleMixin:
             scale = (x.detach().abs().amax().float() / self.activation_qtype.qmax).clamp_min(1e-12)
         return _StraightThrough.apply(x, lambda t: _fake_quantize_activation(t, scale, self.activation_qtype))
 
+    def _quantize_activation_per_token(self, x: torch.Tensor) -> torch.Tensor:
+        # per-token scales need no calibration: Calibration leaves these modules alone
+        if active_calibration() is not None or x.dim() == 0:
+            return x
+        dim = self.token_dim % x.dim()
+        qtype = self.activation_qtype
+
+        def fake_quantize(t):
+            t = t.movedim(dim, -1)
+            scale = (t.abs().amax(-1, keepdim=True).float() / qtype.qmax).clamp_min(1e-12)
+            return _fake_quantize_activation(t.contiguous(), scale, qtype).movedim(-1, dim)
+        return _StraightThrough.apply(x, fake_quantize)
+
     # ---- description ----
     def quantization_config(self) -> dict:
         return {
             "weights": None if self.weight_qtype is None else self.weight_qtype.name,
             "activations": None if self.activation_qtype is None else self.activation_qtype.name,
+            "activation_granularity": self.activation_granularity,
             "group_size": self.group_size,
             "optimizer": None if self.optimizer is None else optimizer_name(self.optimizer),
             "frozen": self.frozen if self.weight_qtype is not None else False,
@@ -197,11 +223,12 @@ class QModuleMixin:
         self._after_load()
 
     def _after_load(self):
-        if self.activation_qtype is not None:
+        if self.activation_granularity == "per_tensor":
             buf = getattr(self, self.activation_site + "_scale")
             self._act_calibrated = (not buf.is_meta) and bool(buf > 0)
 
     def extra_repr(self):
         base = super().extra_repr()
         cfg = self.quantization_config()
-        return f"{base}, weights={cfg['weights']}, activations={cfg['activations']}, group_size={cfg['group_size']}"
+        acts = cfg["activations"] if cfg["activations"] is None else f"{cfg['activations']} {cfg['activation_granularity']}"
+        return f"{base}, weights={cfg['weights']}, activations={acts}, group_size={cfg['group_size']}"
