@@ -717,7 +717,7 @@ def main(argv=None) -> int:
 
     def work(n, k, m):  # rough cost of one configuration: weight traffic plus compute
         return n * k * (m + 8)
-    total_work, done_work, lean_from = sum(work(n, k, m) for n, k in shapes for m in ms), 0, None
+    total_work, done_work, timed_s, lean_from = sum(work(n, k, m) for n, k in shapes for m in ms), 0, 0.0, None
     budget_s = 60 * args.budget_min
     rows = []
     for si, (n, k) in enumerate(shapes):
@@ -729,15 +729,16 @@ def main(argv=None) -> int:
         too_slow = {}
         for m in ms:
             t_cfg = time.perf_counter()
-            done_work += work(n, k, m)
-            # behind schedule: this configuration starts after the time by which, at the
-            # budget's pace, it should have ended
-            if lean_from is None and t_cfg - start > budget_s * done_work / total_work:
+            # behind schedule: the configurations timed so far took more than their share of
+            # the budget (80% of it goes to timing, the rest to building weights)
+            if lean_from is None and timed_s > 30 + 0.8 * budget_s * done_work / total_work:
                 lean_from = f"{n}x{k} M={m}"
                 timing = dict(timing, min_reps=3, target_s=timing["target_s"] / 3, max_fn_s=timing["max_fn_s"] / 2)
                 print(f"  behind the {args.budget_min:g}-minute budget: fewer repetitions from here on "
                       f"({timing})", flush=True)
             cfg_rows = run_config(ctx, m, variants, preps, failed, timing, too_slow, args.max_call_s)
+            timed_s += time.perf_counter() - t_cfg
+            done_work += work(n, k, m)
             rows += cfg_rows
             base = next((r["ms"] for r in cfg_rows if r["format"] == "fp32" and r["ms"]), None)
             summary = ", ".join(f"{r['variant']}/{r['act']} {r['ms']:.2f}" + (f" ({base / r['ms']:.1f}x)" if base else "")
