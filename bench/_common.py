@@ -172,6 +172,121 @@ def time_interleaved(fns: Sequence[Callable], inputs_list: Sequence[Sequence], *
     return (meds, times) if return_all else meds
 
 
+def time_interleaved_sets(fns: Sequence[Callable], sets_per_fn: Sequence[Sequence[Sequence]], *,
+                          warmup: int = 1, min_reps: int = 5, max_reps: int = 100,
+                          target_s: float = 0.3, max_fn_s: float | None = None,
+                          estimates: Sequence[float | None] | None = None):
+    """Like `time_interleaved`, for functions that each read their own data (their own
+    weight copies): fn k rotates through its own `sets_per_fn[k]` (call j of fn k gets
+    set j % len), so no fn finds in cache what its previous call read, whatever the
+    number of functions, and each fn gets its own number of repetitions: enough to fill
+    `target_s`, within [min_reps, max_reps], and, with `max_fn_s`, at most that many
+    seconds of timed calls (never fewer than 1) so one slow peer cannot eat the run.
+
+    The estimate of one call's time is the warm-up call (or `estimates[k]` when given and
+    warmup is 0). Rounds call the fns in order; a fn with fewer repetitions than the
+    round count is spread evenly over the rounds, so all fns share the same moments of
+    a shared machine's load.
+    Returns (medians, lists of all timed seconds), one entry per fn.
+    """
+    nfn = len(fns)
+    assert nfn > 0 and len(sets_per_fn) == nfn and all(len(s) > 0 for s in sets_per_fn)
+    counters = [0] * nfn
+
+    def run(k):
+        sets = sets_per_fn[k]
+        args = sets[counters[k] % len(sets)]
+        counters[k] += 1
+        t0 = time.perf_counter()
+        fns[k](*args)
+        return time.perf_counter() - t0
+
+    est = list(estimates) if estimates is not None else [None] * nfn
+    for w in range(warmup):
+        for k in range(nfn):
+            t = run(k)
+            est[k] = t if w == 0 or est[k] is None else min(est[k], t)
+    times = [[] for _ in range(nfn)]
+    if any(e is None for e in est):  # no estimate: the first timed round gives it
+        for k in range(nfn):
+            times[k].append(run(k))
+            est[k] = times[k][0] if est[k] is None else est[k]
+    reps = []
+    for k in range(nfn):
+        r = max(min_reps, min(max_reps, math.ceil(target_s / max(est[k], 1e-9))))
+        if max_fn_s is not None:
+            r = min(r, max(1, int(max_fn_s / max(est[k], 1e-9))))
+        reps.append(max(r, len(times[k])))
+    rounds = max(reps)
+    for r in range(rounds):
+        for k in range(nfn):
+            # fn k runs in round r when its evenly spread schedule advances here
+            due = (r + 1) * reps[k] // rounds - r * reps[k] // rounds
+            for _ in range(due):
+                if len(times[k]) < reps[k]:
+                    times[k].append(run(k))
+    return [statistics.median(t) for t in times], times
+
+
+def weight_copies(bytes_per_copy: int, *, float32_bytes: int = 0, min_float32_bytes: int = 256 << 20,
+                  at_least: int = 2, at_most: int = 512) -> int:
+    """How many distinct copies of a weight a timer must cycle through so that none is
+    read from cache: together they exceed the last-level cache CACHE_FLUSH_FACTOR times,
+    and (benchmarks of linear layers) the float32 weights they stand for add up to at
+    least `min_float32_bytes`."""
+    want = math.ceil(CACHE_FLUSH_FACTOR * l3_bytes() / max(bytes_per_copy, 1))
+    if float32_bytes:
+        want = max(want, math.ceil(min_float32_bytes / float32_bytes))
+    return max(at_least, min(at_most, want))
+
+
+def storage_bytes(t) -> int:
+    """Bytes a tensor really holds: for a tensor subclass with `__tensor_flatten__`
+    (optimum-quanto, torchao, lowbit's QTensor) the sum over its inner tensors, else
+    numel * element size. Tuples/lists/dicts are summed."""
+    if isinstance(t, (tuple, list)):
+        return sum(storage_bytes(o) for o in t)
+    if isinstance(t, dict):
+        return sum(storage_bytes(o) for o in t.values())
+    if not isinstance(t, torch.Tensor):
+        return 0
+    if type(t) is not torch.Tensor and type(t) is not torch.nn.Parameter and hasattr(t, "__tensor_flatten__"):
+        names, _ = t.__tensor_flatten__()
+        return sum(storage_bytes(getattr(t, n)) for n in names)
+    return t.numel() * t.element_size()
+
+
+def clone_tensor(t):
+    """A copy of `t` in fresh memory, tensor subclasses included (rebuilt from clones of
+    their inner tensors with `__tensor_unflatten__`; some subclasses cannot deepcopy)."""
+    if isinstance(t, (tuple, list)):
+        return type(t)(clone_tensor(o) for o in t)
+    if not isinstance(t, torch.Tensor):
+        return t
+    if isinstance(t, torch.nn.Parameter):
+        t = t.data
+    if type(t) is torch.Tensor or not hasattr(t, "__tensor_flatten__"):
+        return t.detach().clone()
+    names, ctx = t.__tensor_flatten__()
+    inner = {n: clone_tensor(getattr(t, n)) for n in names}
+    return type(t).__tensor_unflatten__(inner, ctx, t.size(), t.stride())
+
+
+def is_missing_kernel(e: Exception) -> bool:
+    """True when an op call failed because the op has no kernel for these inputs yet
+    (declared schema, no implementation) rather than because of a bug."""
+    if isinstance(e, NotImplementedError):
+        return True
+    text = str(e).lower()
+    return "could not run" in text or "could not find kernel" in text
+
+
+def first_line(e: Exception, limit: int = 160) -> str:
+    """`Type: first line of the message`, cut to `limit` characters, for one-line reports."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"[:limit]
+
+
 def tensor_bytes(obj) -> int:
     """Bytes held by the tensors in obj (a tensor, or a nested tuple/list/dict of them)."""
     if isinstance(obj, torch.Tensor):

@@ -343,11 +343,7 @@ def compare(ours, eager) -> tuple[str, str]:
     return status, "; ".join(details)
 
 
-def is_missing_kernel(e: Exception) -> bool:
-    if isinstance(e, NotImplementedError):
-        return True
-    text = str(e).lower()
-    return "could not run" in text or "could not find kernel" in text
+is_missing_kernel = C.is_missing_kernel
 
 
 # ---------------------------------------------------------------------------------
