@@ -328,6 +328,7 @@ def plot(rows, path: Path) -> Path | None:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker  # noqa: F401
     except ImportError:
         return None
     colors = {"torch": "black", "lowbit": "tab:blue", "optimum-quanto": "tab:orange", "torchao": "tab:green"}
@@ -349,6 +350,9 @@ def plot(rows, path: Path) -> Path | None:
     b.set(xscale="log", xlabel="bits per weight (Llama model as stored)", ylabel="mean cosine vs float32",
           title="MiniLM sentence-embedding cosine")
     for ax in (a, b):
+        ax.set_xticks([2, 3, 4, 6, 8, 12, 16, 24, 32])
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
     for lib, c in colors.items():
         a.scatter([], [], color=c, label=lib)
