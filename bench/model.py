@@ -171,13 +171,27 @@ class PeakRSS:
 
 
 def llama(shape: dict, max_len: int) -> torch.nn.Module:
+    """LlamaForCausalLM with random weights: N(0, 0.02) matrices and embeddings, unit norms.
+    Built on the meta device and filled once: transformers' own init of 1B parameters
+    (kaiming, then its _init_weights) takes minutes on two cores."""
     from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
     cfg = LlamaConfig(hidden_size=shape["hidden"], intermediate_size=shape["mlp"],
                       num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
                       num_key_value_heads=shape["heads"], vocab_size=shape["vocab"],
                       max_position_embeddings=max(2048, max_len), tie_word_embeddings=False)
-    torch.manual_seed(0)
-    return LlamaForCausalLM(cfg).eval()
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg)
+    model.to_empty(device="cpu")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.fill_(1.0)  # RMSNorm weights
+            else:
+                p.normal_(0.0, 0.02, generator=g)
+    model.model.rotary_emb = LlamaRotaryEmbedding(cfg)  # its inv_freq buffer is not a parameter
+    return model.eval()
 
 
 @torch.no_grad()  # not inference_mode: optimum-quanto's modules fail under it
