@@ -68,6 +68,7 @@ def test_q4_0_int8_activations_on_real_weights(linear_inputs):
 
 def test_frozen_model_runs_the_linear_kernels_and_the_switch(linear_inputs):
     w, x = linear_inputs[0]
+    x = x.reshape(-1, x.shape[-1])[:16]  # decode-sized: larger inputs take the dequantize + float GEMM path
     layer = torch.nn.Linear(w.shape[1], w.shape[0]).eval()
     layer.weight.data.copy_(w)
     model = lowbit.quantize(torch.nn.Sequential(layer), weights="int4", group_size=128)
@@ -82,3 +83,10 @@ def test_frozen_model_runs_the_linear_kernels_and_the_switch(linear_inputs):
             assert lowbit.last_kernels()["linear_intx"].endswith("int8act")
     torch.testing.assert_close(exact, reference, rtol=1e-4, atol=1e-4)
     assert (fast - reference).norm() / reference.norm() < 2e-2
+    # a prefill-sized input (M > LARGE_M) dequantizes the weight and runs the float GEMM
+    big = x.repeat(4, 1)
+    before = lowbit.last_kernels()["linear_intx"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(big), F.linear(big, model[0].weight.dequantize(), model[0].bias),
+                                   rtol=1e-5, atol=1e-5)
+    assert lowbit.last_kernels()["linear_intx"] == before
