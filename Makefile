@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup demo test bench dev asan clean
+.PHONY: setup demo test bench dev asan portable-check clean
 
 $(VENV)/.ready: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,3 +47,11 @@ asan:
 	cmake --build build/asan
 	cp build/asan/_C*.so python/lowbit/
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=python $(PY) -m pytest -q -p no:cacheprovider tests/ops
+
+# The kernels must build and link without the AVX2 sources, as on a non-x86 machine:
+# compile csrc/cpu/*.cpp alone (no LOWBIT_HAVE_AVX2) and link with no undefined symbol.
+portable-check:
+	rm -rf build/portable-check && mkdir -p build/portable-check
+	for f in csrc/cpu/*.cpp; do $(CXX) -std=c++17 -O1 -fPIC -Wall -c -Icsrc/include -Icsrc $$f -o build/portable-check/$$(basename $$f .cpp).o || exit 1; done
+	$(CXX) -shared -Wl,--no-undefined build/portable-check/*.o -o build/portable-check/libkernels.so
+	@echo "portable-only kernels build and link"

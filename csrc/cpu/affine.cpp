@@ -58,28 +58,22 @@ void dequantize_affine(const int8_t* codes, T* y, int64_t n, const float* scale,
 
 }  // namespace portable
 
-#ifdef LOWBIT_HAVE_AVX2
-#define LOWBIT_DISPATCH(fn, ...) \
-  return use_avx2() ? avx2::fn(__VA_ARGS__) : portable::fn(__VA_ARGS__)
-#else
-#define LOWBIT_DISPATCH(fn, ...) return portable::fn(__VA_ARGS__)
-#endif
 
 template <class T> void minmax(const T* x, int64_t n, float* mn, float* mx) {
-  LOWBIT_DISPATCH(minmax, x, n, mn, mx);
+  LOWBIT_CPU_DISPATCH(minmax, x, n, mn, mx);
 }
 template <class T> void minmax_columns(const T* x, int64_t rows, int64_t cols, float* mn, float* mx) {
-  LOWBIT_DISPATCH(minmax_columns, x, rows, cols, mn, mx);
+  LOWBIT_CPU_DISPATCH(minmax_columns, x, rows, cols, mn, mx);
 }
 template <class T>
 void quantize_affine(const T* x, int8_t* codes, int64_t n, const float* scale, const float* zero_point,
                      int64_t stride, int qmin, int qmax) {
-  LOWBIT_DISPATCH(quantize_affine, x, codes, n, scale, zero_point, stride, qmin, qmax);
+  LOWBIT_CPU_DISPATCH(quantize_affine, x, codes, n, scale, zero_point, stride, qmin, qmax);
 }
 template <class T>
 void dequantize_affine(const int8_t* codes, T* y, int64_t n, const float* scale, const float* zero_point,
                        int64_t stride) {
-  LOWBIT_DISPATCH(dequantize_affine, codes, y, n, scale, zero_point, stride);
+  LOWBIT_CPU_DISPATCH(dequantize_affine, codes, y, n, scale, zero_point, stride);
 }
 
 #define LOWBIT_INSTANTIATE(T)                                                                    \

@@ -160,38 +160,30 @@ void linear_q4_0_int8act(const int8_t* qx, const float* dx, const int32_t* sx, c
 
 }  // namespace portable
 
-#if defined(LOWBIT_HAVE_AVX2)
-#define LOWBIT_DISPATCH(fn, ...) \
-  if (use_avx2()) return avx2::fn(__VA_ARGS__); \
-  return portable::fn(__VA_ARGS__)
-#else
-#define LOWBIT_DISPATCH(fn, ...) return portable::fn(__VA_ARGS__)
-#endif
 
 void quantize_act_q8(const float* x, int8_t* qx, float* dx, int32_t* sx, int64_t rows, int64_t K) {
-  LOWBIT_DISPATCH(quantize_act_q8, x, qx, dx, sx, rows, K);
+  LOWBIT_CPU_DISPATCH(quantize_act_q8, x, qx, dx, sx, rows, K);
 }
 void linear_fp8(const float* x, const uint8_t* q, Fp8Format fmt, const float* scale, int64_t scale_stride,
                 const float* bias, float* y, int64_t M, int64_t K, int64_t N, int64_t n0, int64_t n1) {
-  LOWBIT_DISPATCH(linear_fp8, x, q, fmt, scale, scale_stride, bias, y, M, K, N, n0, n1);
+  LOWBIT_CPU_DISPATCH(linear_fp8, x, q, fmt, scale, scale_stride, bias, y, M, K, N, n0, n1);
 }
 void linear_q8_0_f32act(const float* x, const uint8_t* blocks, const float* bias, float* y, int64_t M, int64_t K,
                         int64_t N, int64_t n0, int64_t n1) {
-  LOWBIT_DISPATCH(linear_q8_0_f32act, x, blocks, bias, y, M, K, N, n0, n1);
+  LOWBIT_CPU_DISPATCH(linear_q8_0_f32act, x, blocks, bias, y, M, K, N, n0, n1);
 }
 void linear_q4_0_f32act(const float* x, const uint8_t* blocks, const float* bias, float* y, int64_t M, int64_t K,
                         int64_t N, int64_t n0, int64_t n1) {
-  LOWBIT_DISPATCH(linear_q4_0_f32act, x, blocks, bias, y, M, K, N, n0, n1);
+  LOWBIT_CPU_DISPATCH(linear_q4_0_f32act, x, blocks, bias, y, M, K, N, n0, n1);
 }
 void linear_q8_0_int8act(const int8_t* qx, const float* dx, const int32_t* sx, const uint8_t* blocks,
                          const float* bias, float* y, int64_t M, int64_t K, int64_t N, int64_t n0, int64_t n1) {
-  LOWBIT_DISPATCH(linear_q8_0_int8act, qx, dx, sx, blocks, bias, y, M, K, N, n0, n1);
+  LOWBIT_CPU_DISPATCH(linear_q8_0_int8act, qx, dx, sx, blocks, bias, y, M, K, N, n0, n1);
 }
 void linear_q4_0_int8act(const int8_t* qx, const float* dx, const int32_t* sx, const uint8_t* blocks,
                          const float* bias, float* y, int64_t M, int64_t K, int64_t N, int64_t n0, int64_t n1) {
-  LOWBIT_DISPATCH(linear_q4_0_int8act, qx, dx, sx, blocks, bias, y, M, K, N, n0, n1);
+  LOWBIT_CPU_DISPATCH(linear_q4_0_int8act, qx, dx, sx, blocks, bias, y, M, K, N, n0, n1);
 }
-#undef LOWBIT_DISPATCH
 
 bool packed_float_gemm(int64_t M, int64_t K) {
 #if defined(LOWBIT_HAVE_AVX2)

@@ -74,21 +74,18 @@ void linear_int8_int8act(const int8_t* xq, int64_t ldq, const float* sx, int64_t
 }  // namespace portable
 
 void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* xq, int64_t ldq, float* sx) {
-  if (use_avx2()) return avx2::quantize_rows_int8(x, M, K, xq, ldq, sx);
-  portable::quantize_rows_int8(x, M, K, xq, ldq, sx);
+  LOWBIT_CPU_DISPATCH(quantize_rows_int8, x, M, K, xq, ldq, sx);
 }
 
 void linear_int8_f32act(const float* x, int64_t M, int64_t K, const int8_t* codes, const float* scale,
                         const float* bias, float* y, int64_t ldy, int64_t n0, int64_t n1) {
-  if (use_avx2()) return avx2::linear_int8_f32act(x, M, K, codes, scale, bias, y, ldy, n0, n1);
-  portable::linear_int8_f32act(x, M, K, codes, scale, bias, y, ldy, n0, n1);
+  LOWBIT_CPU_DISPATCH(linear_int8_f32act, x, M, K, codes, scale, bias, y, ldy, n0, n1);
 }
 
 void linear_int8_int8act(const int8_t* xq, int64_t ldq, const float* sx, int64_t M, int64_t K,
                          const int8_t* codes, const float* scale, const float* bias, float* y, int64_t ldy,
                          int64_t n0, int64_t n1) {
-  if (use_avx2()) return avx2::linear_int8_int8act(xq, ldq, sx, M, K, codes, scale, bias, y, ldy, n0, n1);
-  portable::linear_int8_int8act(xq, ldq, sx, M, K, codes, scale, bias, y, ldy, n0, n1);
+  LOWBIT_CPU_DISPATCH(linear_int8_int8act, xq, ldq, sx, M, K, codes, scale, bias, y, ldy, n0, n1);
 }
 
 }  // namespace lowbit::cpu

@@ -139,34 +139,22 @@ void dequantize_q4_0(const uint8_t* blocks, T* y, int64_t nblocks) {
 
 template <typename T>
 int64_t quantize_q8_0(const T* x, uint8_t* blocks, int64_t nblocks) {
-#ifdef LOWBIT_HAVE_AVX2
-  if (use_avx2()) return avx2::quantize_q8_0(x, blocks, nblocks);
-#endif
-  return portable::quantize_q8_0(x, blocks, nblocks);
+  LOWBIT_CPU_DISPATCH(quantize_q8_0, x, blocks, nblocks);
 }
 
 template <typename T>
 int64_t quantize_q4_0(const T* x, uint8_t* blocks, int64_t nblocks) {
-#ifdef LOWBIT_HAVE_AVX2
-  if (use_avx2()) return avx2::quantize_q4_0(x, blocks, nblocks);
-#endif
-  return portable::quantize_q4_0(x, blocks, nblocks);
+  LOWBIT_CPU_DISPATCH(quantize_q4_0, x, blocks, nblocks);
 }
 
 template <typename T>
 void dequantize_q8_0(const uint8_t* blocks, T* y, int64_t nblocks) {
-#ifdef LOWBIT_HAVE_AVX2
-  if (use_avx2()) return avx2::dequantize_q8_0(blocks, y, nblocks);
-#endif
-  portable::dequantize_q8_0(blocks, y, nblocks);
+  LOWBIT_CPU_DISPATCH(dequantize_q8_0, blocks, y, nblocks);
 }
 
 template <typename T>
 void dequantize_q4_0(const uint8_t* blocks, T* y, int64_t nblocks) {
-#ifdef LOWBIT_HAVE_AVX2
-  if (use_avx2()) return avx2::dequantize_q4_0(blocks, y, nblocks);
-#endif
-  portable::dequantize_q4_0(blocks, y, nblocks);
+  LOWBIT_CPU_DISPATCH(dequantize_q4_0, blocks, y, nblocks);
 }
 
 #define LOWBIT_GGUF_INSTANTIATE(T)                                                      \

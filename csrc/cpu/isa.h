@@ -19,3 +19,12 @@ const char* isa_name(Isa isa);
 inline bool use_avx2() { return active_isa() == Isa::Avx2; }
 
 }  // namespace lowbit::cpu
+
+// The body of a kernel entry point: `avx2::fn(args)` when the AVX2 kernels are built
+// and selected, `portable::fn(args)` otherwise. Non-x86 builds never name avx2::.
+#if defined(LOWBIT_HAVE_AVX2)
+#define LOWBIT_CPU_DISPATCH(fn, ...) \
+  return ::lowbit::cpu::use_avx2() ? avx2::fn(__VA_ARGS__) : portable::fn(__VA_ARGS__)
+#else
+#define LOWBIT_CPU_DISPATCH(fn, ...) return portable::fn(__VA_ARGS__)
+#endif

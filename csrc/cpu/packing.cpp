@@ -97,17 +97,11 @@ void unpack_bits(const uint8_t* packed, int64_t rows, int64_t n, int bits, int8_
 }  // namespace portable
 
 bool pack_bits(const int8_t* codes, int64_t rows, int64_t n, int bits, uint8_t* packed) {
-#if defined(LOWBIT_HAVE_AVX2)
-  if (use_avx2()) return avx2::pack_bits(codes, rows, n, bits, packed);
-#endif
-  return portable::pack_bits(codes, rows, n, bits, packed);
+  LOWBIT_CPU_DISPATCH(pack_bits, codes, rows, n, bits, packed);
 }
 
 void unpack_bits(const uint8_t* packed, int64_t rows, int64_t n, int bits, int8_t* codes) {
-#if defined(LOWBIT_HAVE_AVX2)
-  if (use_avx2()) return avx2::unpack_bits(packed, rows, n, bits, codes);
-#endif
-  portable::unpack_bits(packed, rows, n, bits, codes);
+  LOWBIT_CPU_DISPATCH(unpack_bits, packed, rows, n, bits, codes);
 }
 
 }  // namespace lowbit::cpu

@@ -123,6 +123,14 @@ void drive(const Args& a, int64_t M, int64_t n0, int64_t n1, int64_t row_bytes) 
 
 // ---------------------------------------------------------------- float8 ----
 
+template <int MR, int NC>
+inline void zero_tile(__m256 (&acc)[MR][NC]) {
+  UNROLL
+  for (int r = 0; r < MR; ++r)
+    UNROLL
+    for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
+}
+
 struct Fp8Args {
   const float* x;
   const uint8_t* q;
@@ -142,10 +150,7 @@ struct Fp8TileT {
       const float* x = a.x + r0 * K;
       const uint8_t* w = a.q + n * K;
       __m256 acc[MR][NC];
-      UNROLL
-      for (int r = 0; r < MR; ++r)
-        UNROLL
-        for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
+      zero_tile<MR, NC>(acc);
       // NaN check for e4m3fn: (b | 0x80) == 0xff exactly for the NaN codes, so a
       // running unsigned byte max over the tile hits 0xff iff one is present
       const __m256i sign = _mm256_set1_epi8(static_cast<char>(0x80));
@@ -216,8 +221,13 @@ struct GgufF32Args {
   int64_t K, N, nb, row_bytes;
 };
 
-inline void store_tile_out(float* y, int64_t N, int64_t row, int64_t n, const float* bias, float v) {
-  y[row * N + n] = v + (bias ? bias[n] : 0.f);
+// y[r0 + r, n + c] = sum of the lanes of acc[r][c] + bias[n + c], for a whole MR x NC tile.
+template <int MR, int NC>
+inline void store_tile(float* y, int64_t N, int64_t r0, int64_t n, const float* bias, __m256 (&acc)[MR][NC]) {
+  UNROLL
+  for (int r = 0; r < MR; ++r)
+    UNROLL
+    for (int c = 0; c < NC; ++c) y[(r0 + r) * N + n + c] = hsum8(acc[r][c]) + (bias ? bias[n + c] : 0.f);
 }
 
 // Q8_0: codes * d is the exact dequantized weight (8-bit x 11-bit mantissas).
@@ -227,10 +237,7 @@ struct Q8F32Tile {
     const float* x = a.x + r0 * a.K;
     const uint8_t* w = a.blocks + n * a.row_bytes;
     __m256 acc[MR][NC];
-    UNROLL
-    for (int r = 0; r < MR; ++r)
-      UNROLL
-      for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
+    zero_tile<MR, NC>(acc);
     const uint8_t* pf = w + kPrefetchTiles * NC * a.row_bytes;
     for (int64_t b = 0; b < a.nb; ++b) {
       prefetch_span(pf + b * NC * 34, NC * 34);
@@ -253,10 +260,7 @@ struct Q8F32Tile {
         }
       }
     }
-    UNROLL
-    for (int r = 0; r < MR; ++r)
-      UNROLL
-      for (int c = 0; c < NC; ++c) store_tile_out(a.y, a.N, r0 + r, n + c, a.bias, hsum8(acc[r][c]));
+    store_tile<MR, NC>(a.y, a.N, r0, n, a.bias, acc);
   }
 };
 
@@ -268,10 +272,7 @@ struct Q4F32Tile {
     const uint8_t* w = a.blocks + n * a.row_bytes;
     const __m256i m4 = _mm256_set1_epi32(0x0f);
     __m256 acc[MR][NC];
-    UNROLL
-    for (int r = 0; r < MR; ++r)
-      UNROLL
-      for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
+    zero_tile<MR, NC>(acc);
     const uint8_t* pf = w + kPrefetchTiles * NC * a.row_bytes;
     for (int64_t b = 0; b < a.nb; ++b) {
       prefetch_span(pf + b * NC * 18, NC * 18);
@@ -302,10 +303,7 @@ struct Q4F32Tile {
         }
       }
     }
-    UNROLL
-    for (int r = 0; r < MR; ++r)
-      UNROLL
-      for (int c = 0; c < NC; ++c) store_tile_out(a.y, a.N, r0 + r, n + c, a.bias, hsum8(acc[r][c]));
+    store_tile<MR, NC>(a.y, a.N, r0, n, a.bias, acc);
   }
 };
 
@@ -332,10 +330,7 @@ struct Q4I8Tile {
     const __m256i nib_shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[MR][NC];
-    UNROLL
-    for (int r = 0; r < MR; ++r)
-      UNROLL
-      for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
+    zero_tile<MR, NC>(acc);
     const uint8_t* pf = w + kPrefetchTiles * NC * a.row_bytes;
     for (int64_t b = 0; b < a.nb; ++b) {
       prefetch_span(pf + b * NC * 18, NC * 18);
@@ -363,10 +358,7 @@ struct Q4I8Tile {
         }
       }
     }
-    UNROLL
-    for (int r = 0; r < MR; ++r)
-      UNROLL
-      for (int c = 0; c < NC; ++c) store_tile_out(a.y, a.N, r0 + r, n + c, a.bias, hsum8(acc[r][c]));
+    store_tile<MR, NC>(a.y, a.N, r0, n, a.bias, acc);
   }
 };
 
@@ -378,10 +370,7 @@ struct Q8I8Tile {
     const uint8_t* w = a.blocks + n * a.row_bytes;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[MR][NC];
-    UNROLL
-    for (int r = 0; r < MR; ++r)
-      UNROLL
-      for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
+    zero_tile<MR, NC>(acc);
     const uint8_t* pf = w + kPrefetchTiles * NC * a.row_bytes;
     for (int64_t b = 0; b < a.nb; ++b) {
       prefetch_span(pf + b * NC * 34, NC * 34);
@@ -405,10 +394,7 @@ struct Q8I8Tile {
         }
       }
     }
-    UNROLL
-    for (int r = 0; r < MR; ++r)
-      UNROLL
-      for (int c = 0; c < NC; ++c) store_tile_out(a.y, a.N, r0 + r, n + c, a.bias, hsum8(acc[r][c]));
+    store_tile<MR, NC>(a.y, a.N, r0, n, a.bias, acc);
   }
 };
 
