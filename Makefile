@@ -34,7 +34,7 @@ bench: setup
 # Developer build: compile into build/dev and drop _C next to the sources, so
 # that `PYTHONPATH=python` imports the tree as it is (no install).
 dev:
-	cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=$$(command -v $(PY) || command -v python) >/dev/null
+	cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=$$(command -v $(abspath $(PY)) || command -v $(PY) || command -v python) >/dev/null
 	cmake --build build/dev
 	cp build/dev/_C*.so python/lowbit/
 
@@ -43,7 +43,7 @@ clean:
 
 # The op tests under AddressSanitizer (docs/development.md).
 asan:
-	cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOWBIT_ASAN=ON -DPython_EXECUTABLE=$$(command -v $(PY) || command -v python) >/dev/null
+	cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOWBIT_ASAN=ON -DPython_EXECUTABLE=$$(command -v $(abspath $(PY)) || command -v $(PY) || command -v python) >/dev/null
 	cmake --build build/asan
 	cp build/asan/_C*.so python/lowbit/
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=python $(PY) -m pytest -q -p no:cacheprovider tests/ops
