@@ -28,6 +28,14 @@ inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// Runs fn(b0, b1) over [n0, n1) in blocks of weight rows of about 128 KB, so that every
+// tile of rows of x after the first reads the block from L2 instead of memory.
+template <class Fn>
+inline void for_l2_blocks(int64_t row_bytes, int64_t n0, int64_t n1, Fn fn) {
+  const int64_t nb = std::max<int64_t>(4, (int64_t{128} << 10) / std::max<int64_t>(1, row_bytes));
+  for (int64_t b = n0; b < n1; b += nb) fn(b, std::min(n1, b + nb));
+}
+
 // ---------------------------------------------------------------- float path ----
 
 // MR rows of x against one weight row over k in [k0, k1) (multiples of the unit):
@@ -78,7 +86,7 @@ void f32_rows(const IntxWeights& w, const float* xp, int64_t m, const float* bia
               int64_t n1) {
   constexpr int U = MR == 1 ? 4 : (MR <= 3 ? 2 : 1);
   const int64_t K = w.K, G = K / w.group_size, row_bytes = K * BITS / 8;
-  const int64_t Kc = MR == 1 ? K : 512;
+  const int64_t Kc = K;
   for (int64_t kc = 0; kc < K; kc += Kc) {
     const int64_t ke = std::min(K, kc + Kc);
     const bool last = ke == K;
@@ -98,18 +106,20 @@ void f32_rows(const IntxWeights& w, const float* xp, int64_t m, const float* bia
 
 template <int BITS>
 void f32_all(const IntxWeights& w, const float* xp, int64_t M, const float* bias, float* y, int64_t n0, int64_t n1) {
-  int64_t m = 0;
-  for (; m + 8 <= M; m += 8) f32_rows<BITS, 8>(w, xp, m, bias, y, n0, n1);
-  switch (M - m) {
-    case 1: f32_rows<BITS, 1>(w, xp, m, bias, y, n0, n1); break;
-    case 2: f32_rows<BITS, 2>(w, xp, m, bias, y, n0, n1); break;
-    case 3: f32_rows<BITS, 3>(w, xp, m, bias, y, n0, n1); break;
-    case 4: f32_rows<BITS, 4>(w, xp, m, bias, y, n0, n1); break;
-    case 5: f32_rows<BITS, 5>(w, xp, m, bias, y, n0, n1); break;
-    case 6: f32_rows<BITS, 6>(w, xp, m, bias, y, n0, n1); break;
-    case 7: f32_rows<BITS, 7>(w, xp, m, bias, y, n0, n1); break;
-    default: break;
-  }
+  for_l2_blocks(w.K * BITS / 8, n0, n1, [&](int64_t b0, int64_t b1) {
+    int64_t m = 0;
+    for (; m + 8 <= M; m += 8) f32_rows<BITS, 8>(w, xp, m, bias, y, b0, b1);
+    switch (M - m) {
+      case 1: f32_rows<BITS, 1>(w, xp, m, bias, y, b0, b1); break;
+      case 2: f32_rows<BITS, 2>(w, xp, m, bias, y, b0, b1); break;
+      case 3: f32_rows<BITS, 3>(w, xp, m, bias, y, b0, b1); break;
+      case 4: f32_rows<BITS, 4>(w, xp, m, bias, y, b0, b1); break;
+      case 5: f32_rows<BITS, 5>(w, xp, m, bias, y, b0, b1); break;
+      case 6: f32_rows<BITS, 6>(w, xp, m, bias, y, b0, b1); break;
+      case 7: f32_rows<BITS, 7>(w, xp, m, bias, y, b0, b1); break;
+      default: break;
+    }
+  });
 }
 
 // ----------------------------------------------------------------- int8 path ----
@@ -178,7 +188,7 @@ void i8_rows(const IntxWeights& w, const IntxInt8Ws& s, int64_t m, const float* 
              int64_t n1) {
   constexpr float OFF = static_cast<float>(1 << (BITS - 1));
   const int64_t K = w.K, G = K / w.group_size, row_bytes = K * BITS / 8;
-  const int64_t Kc = MR == 1 ? K : 2048;
+  const int64_t Kc = K;
   for (int64_t kc = 0; kc < K; kc += Kc) {
     const int64_t ke = std::min(K, kc + Kc);
     const bool last = ke == K;
@@ -212,14 +222,16 @@ void i8_rows(const IntxWeights& w, const IntxInt8Ws& s, int64_t m, const float* 
 template <int BITS, bool UNIFORM>
 void i8_all(const IntxWeights& w, const IntxInt8Ws& s, int64_t M, const float* bias, float* y, int64_t n0,
             int64_t n1) {
-  int64_t m = 0;
-  for (; m + 4 <= M; m += 4) i8_rows<BITS, 4, UNIFORM>(w, s, m, bias, y, n0, n1);
-  switch (M - m) {
-    case 1: i8_rows<BITS, 1, UNIFORM>(w, s, m, bias, y, n0, n1); break;
-    case 2: i8_rows<BITS, 2, UNIFORM>(w, s, m, bias, y, n0, n1); break;
-    case 3: i8_rows<BITS, 3, UNIFORM>(w, s, m, bias, y, n0, n1); break;
-    default: break;
-  }
+  for_l2_blocks(w.K * BITS / 8, n0, n1, [&](int64_t b0, int64_t b1) {
+    int64_t m = 0;
+    for (; m + 4 <= M; m += 4) i8_rows<BITS, 4, UNIFORM>(w, s, m, bias, y, b0, b1);
+    switch (M - m) {
+      case 1: i8_rows<BITS, 1, UNIFORM>(w, s, m, bias, y, b0, b1); break;
+      case 2: i8_rows<BITS, 2, UNIFORM>(w, s, m, bias, y, b0, b1); break;
+      case 3: i8_rows<BITS, 3, UNIFORM>(w, s, m, bias, y, b0, b1); break;
+      default: break;
+    }
+  });
 }
 
 }  // namespace
