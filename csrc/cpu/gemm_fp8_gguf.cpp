@@ -185,13 +185,5 @@ void linear_q4_0_int8act(const int8_t* qx, const float* dx, const int32_t* sx, c
   LOWBIT_CPU_DISPATCH(linear_q4_0_int8act, qx, dx, sx, blocks, bias, y, M, K, N, n0, n1);
 }
 
-bool packed_float_gemm(int64_t M, int64_t K) {
-#if defined(LOWBIT_HAVE_AVX2)
-  return use_avx2() && avx2::packed_gemm_applies(M, K);
-#else
-  (void)M; (void)K;
-  return false;
-#endif
-}
 
 }  // namespace lowbit::cpu

@@ -16,6 +16,7 @@
 //          qx = round_half_even(x * (1 / dx)), 0 where dx == 0), then
 //          y[m, n] = sum_b d[n, b] * dx[m, b] * int32_dot(code[n, b], qx[m, b]).
 #pragma once
+#include "cpu/panel_gemm.h"
 #include <cstdint>
 
 namespace lowbit::cpu {
@@ -42,10 +43,9 @@ void linear_q8_0_int8act(const int8_t* qx, const float* dx, const int32_t* sx, c
 void linear_q4_0_int8act(const int8_t* qx, const float* dx, const int32_t* sx, const uint8_t* blocks,
                          const float* bias, float* y, int64_t M, int64_t K, int64_t N, int64_t n0, int64_t n1);
 
-// Whether the float-activation kernels take the AVX2 packed-panel path for M rows
-// and K inputs (large M). It is then faster than the int8-activation GGUF kernels,
-// so the glue runs it for int8_activations=True as well (exact and faster).
-bool packed_float_gemm(int64_t M, int64_t K);
+// packed_float_gemm(M, K) (cpu/panel_gemm.h): whether the float-activation kernels take
+// the AVX2 packed-panel path (large M). It is then faster than the int8-activation GGUF
+// kernels, so the glue runs it for int8_activations=True as well (exact and faster).
 
 // The implementations behind the run-time dispatch above (same signatures).
 #define LOWBIT_FP8_GGUF_DECLS                                                                                      \
@@ -66,7 +66,6 @@ LOWBIT_FP8_GGUF_DECLS
 }
 namespace avx2 {
 LOWBIT_FP8_GGUF_DECLS
-bool packed_gemm_applies(int64_t M, int64_t K);
 }
 #undef LOWBIT_FP8_GGUF_DECLS
 

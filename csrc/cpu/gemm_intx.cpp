@@ -1,4 +1,5 @@
 #include "cpu/gemm_intx.h"
+#include "cpu/panel_gemm.h"
 
 #include <cmath>
 #include <cstring>
@@ -118,6 +119,7 @@ IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations) {
     return {IntxKernel::PortableInt8, "portable_int8act"};
   }
 #if defined(LOWBIT_HAVE_AVX2)
+  if (avx && packed_float_gemm(M, w.K)) return {IntxKernel::Avx2PackedF32, "avx2_packed_gemm_f32act"};
   if (avx && avx2::intx_f32_supported(w))
     return {IntxKernel::Avx2F32, M == 1 ? "avx2_gemv_f32act" : "avx2_gemm_f32act"};
 #endif
@@ -129,6 +131,7 @@ size_t intx_workspace_bytes(const IntxPlan& plan, const IntxWeights& w, int64_t 
   switch (plan.kind) {
     case IntxKernel::PortableF32:
     case IntxKernel::Avx2F32:
+    case IntxKernel::Avx2PackedF32:
       return static_cast<size_t>(M * w.K) * sizeof(float);
     default:
       return intx_int8_ws_bytes(M, w.K, w.K / w.group_size);
@@ -144,6 +147,7 @@ void intx_prepare(const IntxPlan& plan, const IntxWeights& w, const T* x, int64_
 #if defined(LOWBIT_HAVE_AVX2)
     case IntxKernel::Avx2F32: return avx2::intx_prepare_f32(w, x, static_cast<float*>(ws), m0, m1);
     case IntxKernel::Avx2Int8: return avx2::intx_prepare_int8(w, x, M, ws, m0, m1);
+    case IntxKernel::Avx2PackedF32: return prepare_portable_f32(w, x, static_cast<float*>(ws), m0, m1);
 #else
     default: return;
 #endif
@@ -159,6 +163,8 @@ void intx_compute(const IntxPlan& plan, const IntxWeights& w, const void* ws, in
 #if defined(LOWBIT_HAVE_AVX2)
     case IntxKernel::Avx2F32: return avx2::intx_compute_f32(w, static_cast<const float*>(ws), M, bias, y, n0, n1);
     case IntxKernel::Avx2Int8: return avx2::intx_compute_int8(w, ws, M, bias, y, n0, n1);
+    case IntxKernel::Avx2PackedF32:
+      return avx2::intx_compute_packed(w, static_cast<const float*>(ws), M, bias, y, n0, n1);
 #else
     default: return;
 #endif

@@ -32,6 +32,7 @@ enum class IntxKernel : int {
   PortableInt8,  // int8 activation blocks, plain C++
   Avx2F32,       // float activations, AVX2/FMA: x permuted per 16 (4-bit) / 32 (2-bit) elements
   Avx2Int8,      // int8 activation blocks, AVX2 maddubs: x permuted per 64 / 128 elements
+  Avx2PackedF32, // float activations, M >= 32: weights decoded into float panels + 6x16 FMA microkernel
 };
 
 struct IntxPlan {
@@ -97,6 +98,9 @@ void intx_compute_f32(const IntxWeights& w, const float* xp, int64_t M, const fl
                       int64_t n1);
 void intx_compute_int8(const IntxWeights& w, const void* ws, int64_t M, const float* bias, float* y, int64_t n0,
                        int64_t n1);
+// x: float32 [M, K] in natural order (the portable prepare).
+void intx_compute_packed(const IntxWeights& w, const float* x, int64_t M, const float* bias, float* y, int64_t n0,
+                         int64_t n1);
 }  // namespace avx2
 
 // Shared layout of the int8 workspace (both ISAs): q int8 [M, K], dx float [M, K/32],

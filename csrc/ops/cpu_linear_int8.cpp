@@ -10,6 +10,7 @@
 #include "cpu/gemm_int8.h"
 #include "cpu/isa.h"
 #include "cpu/kernel_trace.h"
+#include "cpu/panel_gemm.h"
 #include "ops/linear_common.h"
 
 namespace lowbit::ops {
@@ -73,7 +74,9 @@ at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& codes, const at::T
       cpu::linear_int8_int8act(qp, ldq, sxp, M, K, wp, sp, bp, yp, N, b * per, std::min(N, e * per));
     });
   } else {
-    cpu::note_kernel(kOp, avx2 ? (M == 1 ? "avx2_gemv_f32act" : "avx2_gemm_f32act") : "portable_f32act");
+    cpu::note_kernel(kOp, !avx2 ? "portable_f32act"
+                          : cpu::packed_float_gemm(M, K) ? "avx2_packed_gemm_f32act"
+                          : (M == 1 ? "avx2_gemv_f32act" : "avx2_gemm_f32act"));
     const float* xp = xf.const_data_ptr<float>();
     at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
       cpu::linear_int8_f32act(xp, M, K, wp, sp, bp, yp, N, b * per, std::min(N, e * per));

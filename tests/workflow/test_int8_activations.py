@@ -83,10 +83,10 @@ def test_frozen_model_runs_the_linear_kernels_and_the_switch(linear_inputs):
             assert lowbit.last_kernels()["linear_intx"].endswith("int8act")
     torch.testing.assert_close(exact, reference, rtol=1e-4, atol=1e-4)
     assert (fast - reference).norm() / reference.norm() < 2e-2
-    # a prefill-sized input (M > LARGE_M) dequantizes the weight and runs the float GEMM
-    big = x.repeat(4, 1)
-    before = lowbit.last_kernels()["linear_intx"]
-    with torch.no_grad():
+    # a prefill-sized input (>= 32 rows) runs the float-panel GEMM, exact whatever the switch
+    big = x.repeat(40, 1)
+    with torch.no_grad(), lowbit.int8_activations(False):
         torch.testing.assert_close(model(big), F.linear(big, model[0].weight.dequantize(), model[0].bias),
-                                   rtol=1e-5, atol=1e-5)
-    assert lowbit.last_kernels()["linear_intx"] == before
+                                   rtol=1e-4, atol=1e-4)
+    if lowbit.cpu_isa() == "avx2":
+        assert lowbit.last_kernels()["linear_intx"] == "avx2_packed_gemm_f32act"

@@ -3,6 +3,7 @@
 // float activations (W8A16), canonical [N, K] layout throughout:
 //   M = 1:  gemv_f32act, 4 weight rows x 2 K steps of 8 in flight (vpmovsxbd, vcvtdq2ps, FMA),
 //           software prefetch into L2; memory-bound.
+//   M >= 32: weights decoded into float panels + 6x16 FMA microkernel (panel_gemm_avx2.h).
 //   M > 1:  "dot-product" tiles of 4 rows of x x 2 weight rows, 8 vector accumulators along
 //           K reduced once at the end; weights widened once per tile and reused for 4 rows.
 // int8 activations (W8A8), sign trick maddubs(|w|, sign(x, w)) + madd(ones):
@@ -21,7 +22,9 @@
 #include <memory>
 #include <new>
 
+#include "cpu/avx2/panel_gemm_avx2.h"
 #include "cpu/gemm_int8.h"
+#include "cpu/panel_gemm.h"
 
 namespace lowbit::cpu::avx2 {
 namespace {
@@ -295,6 +298,15 @@ inline void drive(int64_t M, int64_t K, int64_t n0, int64_t n1, TileFn tile, Gem
 }
 
 
+// Decoder for the large-M float panels (panel_gemm_avx2.h): code * scale[n].
+struct Int8Dec {
+  const int8_t* codes;
+  const float* scale;
+  int64_t K;
+  float v1(int64_t n, int64_t k) const { return static_cast<float>(codes[n * K + k]) * scale[n]; }
+  __m256 v8(int64_t n, int64_t k) const { return _mm256_mul_ps(load_w8_f32(codes + n * K + k), _mm256_set1_ps(scale[n])); }
+};
+
 }  // namespace
 
 void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* xq, int64_t ldq, float* sx) {
@@ -350,6 +362,7 @@ void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* xq, int64_
 
 void linear_int8_f32act(const float* x, int64_t M, int64_t K, const int8_t* codes, const float* scale,
                         const float* bias, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  if (packed_gemm_applies(M, K)) return gemm_packed(Int8Dec{codes, scale, K}, x, bias, y, M, K, ldy, n0, n1);
   auto tile = [&](int64_t m, int64_t n, int mr, int nr, float (*s)[4]) {
     const float* xm = x + m * K;
     const int8_t* w = codes + n * K;

@@ -15,6 +15,7 @@
 #include <limits>
 #include <vector>
 
+#include "cpu/avx2/panel_gemm_avx2.h"
 #include "cpu/avx2/vec_avx2.h"
 #include "cpu/gemm_intx.h"
 
@@ -234,7 +235,49 @@ void i8_all(const IntxWeights& w, const IntxInt8Ws& s, int64_t M, const float* b
   });
 }
 
+// ------------------------------------------------------------ large M path ----
+
+// Decoder of the canonical packed rows for the float panels of panel_gemm_avx2.h:
+// w = u * scale - (2^(bits-1) + zp) * scale, the same FMA as the per-row float path.
+// 8 consecutive elements share one group (group_size % 8 == 0) and live in 4 bytes
+// (4-bit) or 2 bytes (2-bit): bytes are spread to the lanes that hold their fields,
+// then shifted right per lane by the field's bit offset.
+template <int BITS>
+struct IntxDec {
+  const IntxWeights& w;
+  int64_t row_bytes, G;
+  float scale(int64_t n, int64_t k) const { return w.scale[n * G + k / w.group_size]; }
+  float zp(int64_t n, int64_t k) const { return w.zero_point ? w.zero_point[n * G + k / w.group_size] : 0.f; }
+  float v1(int64_t n, int64_t k) const {
+    constexpr int NV = 8 / BITS;
+    const int u = (w.packed[n * row_bytes + k / NV] >> (BITS * (k % NV))) & ((1 << BITS) - 1);
+    const float s = scale(n, k);
+    return std::fma(static_cast<float>(u), s, -(static_cast<float>(1 << (BITS - 1)) + zp(n, k)) * s);
+  }
+  __m256 v8(int64_t n, int64_t k) const {
+    constexpr int NV = 8 / BITS;
+    const uint8_t* p = w.packed + n * row_bytes + k / NV;
+    int32_t word = 0;
+    std::memcpy(&word, p, 8 / NV);  // 4 or 2 bytes, no read past the row
+    const __m128i spread = BITS == 4 ? _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, -1, -1, -1, -1, -1, -1, -1, -1)
+                                     : _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m256i bytes = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(_mm_cvtsi32_si128(word), spread));
+    const __m256i shifts = BITS == 4 ? _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4) : _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    const __m256i u = _mm256_and_si256(_mm256_srlv_epi32(bytes, shifts), _mm256_set1_epi32((1 << BITS) - 1));
+    const float s = scale(n, k);
+    const float c = -(static_cast<float>(1 << (BITS - 1)) + zp(n, k)) * s;
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(u), _mm256_set1_ps(s), _mm256_set1_ps(c));
+  }
+};
+
 }  // namespace
+
+void intx_compute_packed(const IntxWeights& w, const float* x, int64_t M, const float* bias, float* y, int64_t n0,
+                         int64_t n1) {
+  const int64_t row_bytes = w.K * w.bits / 8, G = w.K / w.group_size;
+  if (w.bits == 4) gemm_packed(IntxDec<4>{w, row_bytes, G}, x, bias, y, M, w.K, w.N, n0, n1);
+  else gemm_packed(IntxDec<2>{w, row_bytes, G}, x, bias, y, M, w.K, w.N, n0, n1);
+}
 
 bool intx_f32_supported(const IntxWeights& w) {
   if (w.bits != 2 && w.bits != 4) return false;

@@ -45,13 +45,6 @@ def int8_activations(enabled: bool):
         set_int8_activations(before)
 
 
-# Above this many rows of activations, dequantizing the one weight and calling the
-# float GEMM (MKL / oneDNN) beats our kernels on this generation of them
-# (bench/RESULTS.md: at M = 64-128 the lowbit GEMMs run at 0.3-0.9x F.linear fp32),
-# so prefill and batched inputs take that path; decode-sized inputs take the kernels.
-LARGE_M = 32
-
-
 def _needs_autograd(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -63,8 +56,6 @@ def _linear(input, weight, bias=None):
         return NotImplemented
     q = weight.qtype
     n, k = weight.shape
-    if k and input.numel() // k > LARGE_M:
-        return NotImplemented
     if q.is_packed and k % 8 == 0 and weight.scale.shape[0] == n and (k // weight.scale.shape[1]) % 8 == 0:
         return ops.linear_intx(input, weight.codes, weight.scale, weight.zero_point, q.bits, bias,
                                int8_activations_enabled())
