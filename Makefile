@@ -62,7 +62,7 @@ portable-check:
 # that CPU wheels lack). Needs nvcc; says so and succeeds without it.
 NVCC ?= $(shell command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 CUDA_ARCHS ?= 80 86 89 90
-cuda-check: setup
+cuda-check: $(VENV)/.ready
 	@if [ ! -x "$(NVCC)" ]; then echo "cuda-check: no nvcc, skipped"; exit 0; fi; \
 	rm -rf build/cuda-check && mkdir -p build/cuda-check/stub/c10/cuda/impl && \
 	gen=""; for a in $(CUDA_ARCHS); do gen="$$gen -gencode=arch=compute_$$a,code=sm_$$a"; done; \
