@@ -6,6 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import ops
+from ..calibration import active_calibration
+from ..tensor.qtensor import QTensor
 from .qmodule import QModuleMixin, register_qmodule
 
 __all__ = ["QLinear", "QConv1d", "QConv2d", "QEmbedding", "QLayerNorm", "QRMSNorm"]
@@ -28,7 +31,27 @@ class QLinear(QModuleMixin, nn.Linear):
         return q
 
     def forward(self, input):
+        fused = self._w8a8_per_token(input)
+        if fused is not None:
+            return fused
         return F.linear(self.quantize_activation(input), self.qweight(), self.bias)
+
+    def _w8a8_per_token(self, input):
+        """Frozen int8 weights (one scale per output channel) with int8 per-token
+        activations: the integer GEMM of ``lowbit.ops.linear_int8(int8_activations=True)``
+        quantizes each row of ``input`` exactly as the fake-quantized path would
+        (scale = absmax / 127, round half to even) and accumulates in int32. Returns None
+        where that kernel does not apply (training, CUDA, other qtypes)."""
+        w = self.weight
+        if (self.activation_granularity != "per_token" or self.activation_qtype is None
+                or self.activation_qtype.name != "qint8" or not isinstance(w, QTensor)
+                or w.qtype.name != "qint8" or w.zero_point is not None or w.scale.shape != (w.shape[0], 1)
+                or input.device.type != "cpu" or input.dtype not in (torch.float32, torch.float16, torch.bfloat16)
+                or active_calibration() is not None or input.dim() == 0 or input.shape[-1] > 1 << 17
+                or (torch.is_grad_enabled() and (input.requires_grad
+                                                 or (self.bias is not None and self.bias.requires_grad)))):
+            return None
+        return ops.linear_int8(input, w.codes, w.scale, self.bias, True)
 
 
 class _QConvNd(QModuleMixin):
