@@ -91,8 +91,8 @@ def build(name: str, model: torch.nn.Module):
         if name == "lowbit W2A16":
             return _lowbit(model, weights="int2", group_size=64, optimizer="minmax"), null
         if name == "lowbit W8A8":
-            # dynamic per-tensor activation scales (no calibration): each input quantized with its absmax
-            return _lowbit(model, weights="int8", activations="int8"), null
+            # dynamic per-token activation scales, as torchao's W8A8: the integer GEMM
+            return _lowbit(model, weights="int8", activations="int8", activation_granularity="per_token"), null
         if name == "lowbit Q4_0":
             raise NotAvailable("no model path yet (lowbit.quantize has no Q4_0 qtype; only the gguf ops)")
     if name.startswith("quanto"):
