@@ -33,14 +33,20 @@ export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 log "build (TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST)"
 rm -rf build/dev
 if make dev PY=python3 > "$OUT/build.log" 2>&1; then
-  log "build ok: $(grep -c 'lowbit: building CUDA kernels' "$OUT/build.log") CUDA configure line(s); spills: $(grep -c 'bytes spill stores' "$OUT/build.log") reports, non-zero: $(grep 'bytes spill stores' "$OUT/build.log" | grep -vc ' 0 bytes spill stores')"
+  log "build ok; ptxas reports: $(grep -c 'bytes spill stores' "$OUT/build.log"), with spills:" \
+      "$(grep 'bytes spill stores' "$OUT/build.log" | grep -vc ' 0 bytes spill stores'), with a stack frame:" \
+      "$(grep 'bytes stack frame' "$OUT/build.log" | grep -vc ' 0 bytes stack frame')"
 else
   log "BUILD FAILED (tail of build.log follows)"
-  tail -30 "$OUT/build.log" | tee -a "$OUT/session.log"
+  tail -40 "$OUT/build.log" | tee -a "$OUT/session.log"
   exit 1
 fi
 export PYTHONPATH=python
-python3 -c "import lowbit, torch; print('lowbit', lowbit.build_info() if hasattr(lowbit, 'build_info') else '')" >> "$OUT/session.log" 2>&1
+HAVE_CUDA_OPS=$(python3 -c "import torch, lowbit
+print(int(all(torch._C._dispatch_has_kernel_for_dispatch_key('lowbit::' + op, 'CUDA')
+              for op in ('linear_intx', 'linear_int8', 'linear_fp8'))))" 2>> "$OUT/session.log")
+python3 -c "import lowbit; print('build_info', lowbit.build_info())" >> "$OUT/session.log" 2>&1
+log "CUDA kernels registered for the linear ops: ${HAVE_CUDA_OPS:-?}"
 
 # 2. Tests: the CUDA tests first, then the whole suite (pytest drops the duplicates).
 log "pytest (timeout ${TEST_TIMEOUT_S}s)"
@@ -48,6 +54,11 @@ timeout "$TEST_TIMEOUT_S" python3 -m pytest -q -p no:cacheprovider -rfE tests/op
 rc=$?
 log "pytest exit code $rc: $(tail -1 "$OUT/pytest.log")"
 grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -40 >> "$OUT/session.log"
+
+if [ "${HAVE_CUDA_OPS:-0}" != "1" ]; then
+  log "no CUDA kernels in this build (was nvcc / a CUDA torch found by CMake?): benchmark skipped"
+  exit 1
+fi
 
 # 3. Benchmark with the time that is left (kept >= 60 s; it writes what it has when the budget ends).
 LEFT=$(( TOTAL_S - $(elapsed) - 30 ))

@@ -54,10 +54,13 @@
 //   8-bit: identity.
 // With row words ar (row g) and br (row g + 8) of a unit: mma h (0, 1) takes
 //   A = {ar[2h], br[2h], ar[2h+1], br[2h+1]}, B = {b[2h], b[2h+1]}.
-// Shared-memory layout of a k-tile: 16-byte entries indexed (((ksl * U + u) * MR + m) * 4 + c)
+// Shared-memory layout of a k-tile: 16-byte entries indexed (((ksl * U + u) * R + m) * 4 + c)
 // (ksl: k-step in the tile, u: unit in the chunk, U = S / 8 units, m: row of the block's
-// row chunk, MR = 16 MT rows, c: lane chunk). Lane (g, c) reads entry base + l and row g + 8
-// base + 32 + l: 32 consecutive 16-byte entries, conflict-free.
+// row chunk, R = the rows of x that exist in this chunk, <= 16 MT, c: lane chunk). Only
+// those R rows are staged; lanes whose row is >= R use zeros instead of reading. Lane (g, c)
+// reads entry base + 64 mt + l and, for row g + 8, base + 64 mt + 32 + l: 32 consecutive
+// 16-byte entries, conflict-free. With few rows the same 48 KB hold a longer k-tile
+// (M = 1: 24576 elements), so small M stages x once or a few times per block.
 //
 // ---- Dequantization in registers -------------------------------------------------------
 // 4/2-bit fields are turned into 16-bit floats with the "magic number" trick: OR-ing a field
@@ -96,11 +99,15 @@ struct Kind {
 
 template <WeightKind KIND, int MT>
 struct Tile {
-  static constexpr int kMR = 16 * MT;  // rows of x per block
-  static constexpr int kRaw = kSmemBytes / (kMR * Kind<KIND>::kStep * 2);
-  static constexpr int kKsteps = kRaw > 0 ? kRaw : 1;  // k-steps per staged k-tile
-  static constexpr int kSmemU4 = kKsteps * Kind<KIND>::kUnits * kMR * 4;  // 16-byte entries
-  static_assert(kSmemU4 * 16 <= kSmemBytes, "k-tile does not fit the shared memory");
+  static constexpr int kMR = 16 * MT;              // rows of x per block (at most)
+  static constexpr int kSmemU4 = kSmemBytes / 16;  // 16-byte entries of the k-tile buffer
+  // k-steps per staged k-tile when `rows` rows of x exist (>= 1: one k-step of 64 rows of
+  // int2 is 64 * 256 * 2 bytes = 32 KB).
+  static __device__ __forceinline__ int ksteps_for(int rows) {
+    const int k = kSmemU4 / (Kind<KIND>::kUnits * rows * 4);
+    return k > 0 ? k : 1;
+  }
+  static_assert(Kind<KIND>::kUnits * kMR * 4 <= kSmemU4, "one k-step of x does not fit the shared memory");
 };
 
 // ---- small device helpers ----------------------------------------------------------------
@@ -319,24 +326,23 @@ __device__ __forceinline__ void permute_x(const uint4& v0, const uint4& v1, uint
   }
 }
 
-// Stages x rows [m0, m0 + MR) and elements [k_begin, k_begin + nk) of the k-tile into shared
-// memory (layout in the file comment); rows >= M and elements >= K are zeros. nk is a multiple
+// Stages x rows [m0, m0 + rows) (all < M) and elements [k_begin, k_begin + nk) of the k-tile
+// into shared memory (layout in the file comment); elements >= K are zeros. nk is a multiple
 // of the k-step and K % 16 == 0, so a 16-element group is either fully inside K or outside.
-template <WeightKind KIND, typename T, int MT>
-__device__ __forceinline__ void stage_x(uint4* smem, const T* __restrict__ x, int64_t M, int64_t K, int64_t m0,
+template <WeightKind KIND, typename T>
+__device__ __forceinline__ void stage_x(uint4* smem, const T* __restrict__ x, int64_t K, int64_t m0, int rows,
                                         int64_t k_begin, int nk) {
   using KT = Kind<KIND>;
-  constexpr int MR = Tile<KIND, MT>::kMR;
   const int per_row = nk / 16;
-  const int items = MR * per_row;
+  const int items = rows * per_row;
 #pragma unroll 4
   for (int it = threadIdx.x; it < items; it += kThreads) {
     const int m = it / per_row;
     const int kk = (it - m * per_row) * 16;  // element offset in the tile
-    const int64_t row = m0 + m, kabs = k_begin + kk;
+    const int64_t kabs = k_begin + kk;
     uint4 v0 = make_uint4(0u, 0u, 0u, 0u), v1 = v0;
-    if (row < M && kabs < K) {
-      const uint4* src = reinterpret_cast<const uint4*>(x + row * K + kabs);
+    if (kabs < K) {
+      const uint4* src = reinterpret_cast<const uint4*>(x + (m0 + m) * K + kabs);
       v0 = __ldg(src);
       v1 = __ldg(src + 1);
     }
@@ -346,8 +352,8 @@ __device__ __forceinline__ void stage_x(uint4* smem, const T* __restrict__ x, in
     const int r = kk - ksl * KT::kStep;
     const int c = r / KT::kS;
     const int u0 = (r - c * KT::kS) / 8;  // even: the two units of this 16-element group
-    smem[((ksl * KT::kUnits + u0) * MR + m) * 4 + c] = o0;
-    smem[((ksl * KT::kUnits + u0 + 1) * MR + m) * 4 + c] = o1;
+    smem[((ksl * KT::kUnits + u0) * rows + m) * 4 + c] = o0;
+    smem[((ksl * KT::kUnits + u0 + 1) * rows + m) * 4 + c] = o1;
   }
 }
 
@@ -426,12 +432,13 @@ __device__ __forceinline__ void decode_unit(const Chunk<KIND>& ch, int t, int u,
   }
 }
 
-// One k-step of one warp: ksl is the k-step's index in the staged tile.
+// One k-step of one warp: ksl is the k-step's index in the staged tile, rows the rows of x
+// staged (the tile's row stride).
 template <WeightKind KIND, typename T, int MT>
 __device__ __forceinline__ void compute_kstep(float (&acc)[MT][kNT][4], const Chunk<KIND>& ch, const uint4* smem,
-                                              int ksl, int lane, int rows_left) {
+                                              int ksl, int lane, int rows) {
   using KT = Kind<KIND>;
-  constexpr int MR = Tile<KIND, MT>::kMR;
+  const int g = lane >> 2;
   uint32_t s2[kNT][KT::kSets], z2[kNT][KT::kSets];
   if constexpr (KT::kGrouped) {
 #pragma unroll
@@ -447,13 +454,14 @@ __device__ __forceinline__ void compute_kstep(float (&acc)[MT][kNT][4], const Ch
     uint32_t b[kNT][4];
 #pragma unroll
     for (int t = 0; t < kNT; ++t) decode_unit<KIND, T>(ch, t, u, s2[t], z2[t], b[t]);
-    const uint4* base = smem + (ksl * KT::kUnits + u) * MR * 4;
+    const uint4* base = smem + (ksl * KT::kUnits + u) * rows * 4;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
-      const int left = rows_left - 16 * mt;  // valid rows in this 16-row tile (uniform)
+      const int left = rows - 16 * mt;  // rows of x in this 16-row tile (uniform)
       if (left <= 0) break;
-      const uint4 ar = base[mt * 64 + lane];
-      const uint4 br = left > 8 ? base[mt * 64 + 32 + lane] : make_uint4(0u, 0u, 0u, 0u);
+      const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+      const uint4 ar = g < left ? base[mt * 64 + lane] : zero;           // row g
+      const uint4 br = g + 8 < left ? base[mt * 64 + 32 + lane] : zero;  // row g + 8
 #pragma unroll
       for (int t = 0; t < kNT; ++t) {
         mma16816<T>(acc[mt][t], ar.x, br.x, ar.y, br.y, b[t][0], b[t][1]);
@@ -516,7 +524,8 @@ __global__ void __launch_bounds__(kThreads) wx_gemm_kernel(const Params p) {
 
   for (int64_t mc = blockIdx.z; mc < p.mchunks; mc += gridDim.z) {
     const int64_t m0 = mc * MR;
-    const int rows_left = static_cast<int>(a.M - m0 < MR ? a.M - m0 : MR);
+    const int rows = static_cast<int>(a.M - m0 < MR ? a.M - m0 : MR);  // rows of x in this chunk
+    const int tile_ksteps = TL::ksteps_for(rows);
     float acc[MT][kNT][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -530,14 +539,14 @@ __global__ void __launch_bounds__(kThreads) wx_gemm_kernel(const Params p) {
     int64_t ks = ksb + warp_k;
     Chunk<KIND> cur, nxt;
     if (ks < kse) load_chunk<KIND>(cur, p, ks, n0, g, c);
-    for (int64_t tile = ksb; tile < kse; tile += TL::kKsteps) {
-      const int64_t tile_end = tile + TL::kKsteps < kse ? tile + TL::kKsteps : kse;
+    for (int64_t tile = ksb; tile < kse; tile += tile_ksteps) {
+      const int64_t tile_end = tile + tile_ksteps < kse ? tile + tile_ksteps : kse;
       __syncthreads();  // every warp is done with the previous tile
-      stage_x<KIND, T, MT>(smem, x, a.M, a.K, m0, tile * KT::kStep, static_cast<int>(tile_end - tile) * KT::kStep);
+      stage_x<KIND, T>(smem, x, a.K, m0, rows, tile * KT::kStep, static_cast<int>(tile_end - tile) * KT::kStep);
       __syncthreads();
       for (; ks < tile_end; ks += kw) {
         if (ks + kw < kse) load_chunk<KIND>(nxt, p, ks + kw, n0, g, c);
-        compute_kstep<KIND, T, MT>(acc, cur, smem, static_cast<int>(ks - tile), lane, rows_left);
+        compute_kstep<KIND, T, MT>(acc, cur, smem, static_cast<int>(ks - tile), lane, rows);
         cur = nxt;
       }
     }

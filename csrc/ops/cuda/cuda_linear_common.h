@@ -53,7 +53,8 @@ inline const Tuning& tuning() {
 // The tensor-core kernels (mma.sync with bf16) need Ampere or newer; say so instead of
 // failing with "no kernel image".
 inline void check_cuda_device(const at::Tensor& x, const char* op) {
-  TORCH_CHECK(x.is_cuda(), "lowbit.", op, ": expected x on a CUDA device, got ", x.device());
+  TORCH_CHECK(x.is_cuda(), "lowbit.", op, ": expected x on a CUDA device (another argument is a CUDA tensor), got ",
+              x.device());
   const int major = lowbit::cuda::gemm::device_cc_major(x.get_device());
   TORCH_CHECK(major >= 8, "lowbit.", op, ": the CUDA kernels need a GPU of compute capability >= 8.0 "
               "(Ampere or newer), got compute capability ", major, ".x on ", x.device());

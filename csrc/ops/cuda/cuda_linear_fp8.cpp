@@ -28,8 +28,8 @@ at::Tensor linear_fp8_cuda(const at::Tensor& x, const at::Tensor& q_in, const at
   TORCH_CHECK(scale_in.dim() == 2 && scale_in.size(1) == 1 && (scale_in.size(0) == N || scale_in.size(0) == 1),
               "lowbit.", kOp, ": expected scale of shape [", N, ", 1] (per output channel) or [1, 1], got ",
               scale_in.sizes());
+  check_cuda_device(x, kOp);  // before the guard, which would reject a CPU x with its own message
   c10::cuda::CUDAGuard guard(x.device());
-  check_cuda_device(x, kOp);
   LinearArgs a = prepare_linear(x, N, K, bias, kOp);
   if (a.M == 0 || N == 0) return a.y;
   if (K == 0) return empty_k_result(a);

@@ -29,8 +29,8 @@ at::Tensor linear_int8_cuda(const at::Tensor& x, const at::Tensor& codes_in, con
   TORCH_CHECK(scale_in.dim() == 2 && scale_in.size(0) == N && scale_in.size(1) == 1,
               "lowbit.linear_int8: expected scale of shape [", N, ", 1] (one per output channel), got ",
               scale_in.sizes());
+  check_cuda_device(x, kOp);  // before the guard, which would reject a CPU x with its own message
   c10::cuda::CUDAGuard guard(x.device());
-  check_cuda_device(x, kOp);
   LinearArgs a = prepare_linear(x, N, K, bias, kOp);
   const int64_t M = a.M;
   if (M == 0 || N == 0) return a.y;

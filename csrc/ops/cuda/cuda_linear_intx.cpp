@@ -41,8 +41,8 @@ at::Tensor linear_intx_cuda(const at::Tensor& x, const at::Tensor& packed_in, co
               ": expected group_size = K / scale.size(1) to be a multiple of 8, got ", group_size, " (K = ", K,
               ", scale shape ", scale_in.sizes(), ")");
   check_zero_point(zero_point_in, scale_in, kOp);
+  check_cuda_device(x, kOp);  // before the guard, which would reject a CPU x with its own message
   c10::cuda::CUDAGuard guard(x.device());
-  check_cuda_device(x, kOp);
   LinearArgs a = prepare_linear(x, N, K, bias, kOp);
   if (a.M == 0 || N == 0) return a.y;
   if (K == 0) return empty_k_result(a);

@@ -11,8 +11,8 @@ Thresholds (||y - ref|| / ||ref||, ref from the same rounded x):
 - W8A8 (int8_activations=True): the activation codes and scales are bit-identical to the
   CPU's; the at::_int_mm path is exact, so its output equals the CPU op bit for bit; the
   tensor-core path sums exact integer products in float32 (exact below 2^24): 1e-6.
-A plain emulation of the kernel's index math and bit tricks was checked on the CPU while
-writing it; these tests are the first run on a GPU.
+tests/ops/test_gemm_cuda_emulation.py checks the kernel's index math and bit tricks on the CPU
+(an emulation); these tests check the kernel itself.
 """
 import os
 
@@ -323,6 +323,8 @@ def test_errors_name_the_problem():
                     torch.zeros(8))
     with pytest.raises(RuntimeError, match="expected q of dtype torch.float8_e4m3fn or torch.float8_e5m2"):
         linear_fp8(x.to(DEV), torch.zeros(8, 64, dtype=torch.int8, device=DEV), torch.ones(8, 1, device=DEV))
+    with pytest.raises(RuntimeError, match="expected x on a CUDA device"):
+        linear_int8(x, torch.zeros(8, 64, dtype=torch.int8), torch.ones(8, 1), torch.zeros(8, device=DEV))
     with pytest.raises(RuntimeError, match="expected x with last axis K = 64"):
         linear_int8(torch.randn(2, 63, device=DEV), torch.zeros(8, 64, dtype=torch.int8, device=DEV),
                     torch.ones(8, 1, device=DEV))
