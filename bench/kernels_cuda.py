@@ -33,6 +33,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -329,8 +330,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     doc = {"machine": machine(), "bandwidth": measure_bandwidth(), "bf16_peak": measure_bf16_peak(),
            "group_size": GROUP, "l2_bytes": L2_BYTES, "rotate_factor": ROTATE_FACTOR, "rows": [],
-           "complete": True, "tuning_env": {k: v for k, v in __import__("os").environ.items()
-                                           if k.startswith("LOWBIT_CUDA")}}
+           "complete": True, "tuning_env": {k: v for k, v in os.environ.items() if k.startswith("LOWBIT_CUDA")}}
     bw = doc["bandwidth"]["gbps"]
     print(f"# {doc['machine']['gpu']}: D2D {bw:.0f} GB/s, bf16 peak {doc['bf16_peak']['tflops']:.0f} TFLOP/s",
           flush=True)
