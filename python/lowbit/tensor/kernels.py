@@ -52,6 +52,9 @@ def _needs_autograd(*tensors) -> bool:
 def _linear(input, weight, bias=None):
     if not isinstance(weight, QTensor) or isinstance(input, QTensor) or weight.dim() != 2:
         return NotImplemented
+    if input.device.type == "cuda" and weight.device.type == "cuda" and not _needs_autograd(input, weight, bias):
+        from .kernels_cuda import linear_cuda
+        return linear_cuda(input, weight, bias)
     if input.device.type != "cpu" or weight.device.type != "cpu" or _needs_autograd(input, weight, bias):
         return NotImplemented
     q = weight.qtype
