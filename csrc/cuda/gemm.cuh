@@ -4,7 +4,7 @@
 //
 // Weights are read in their CANONICAL layout (docs/formats.md): packed 4/2-bit codes
 // [N, K * bits / 8] with float32 scale / zero_point [N, K / group_size], int8 codes [N, K],
-// float8 codes [N, K]. There is no CUDA-specific weight layout (docs/kernels_cuda.md says why).
+// float8 codes [N, K]. There is no CUDA-specific weight layout (docs/cuda.md ("Mixed-precision GEMMs") says why).
 //
 // Paths (the glue in csrc/ops/cuda/cuda_linear_*.cpp picks one):
 //   1. wx_gemm: small M (<= 64 by default), 16-bit activations: tensor-core mma.sync kernel that

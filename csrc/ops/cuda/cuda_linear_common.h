@@ -1,6 +1,6 @@
 // Shared CUDA glue of the mixed-precision linear ops (cuda_linear_{intx,int8,fp8}.cpp): device
 // checks, tuning knobs, and the two GEMM paths (small-M tensor-core kernel, dequantize +
-// cuBLAS). Kernels: csrc/cuda/gemm*.cu; design and routing: docs/kernels_cuda.md.
+// cuBLAS). Kernels: csrc/cuda/gemm*.cu; design and routing: docs/cuda.md ("Mixed-precision GEMMs").
 #pragma once
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
@@ -32,7 +32,7 @@ inline int env_int(const char* name, int fallback) {
   return (v && *v) ? std::atoi(v) : fallback;
 }
 
-// Tuning knobs, read once per process (docs/kernels_cuda.md):
+// Tuning knobs, read once per process (docs/cuda.md ("Mixed-precision GEMMs")):
 //   LOWBIT_CUDA_SMALL_M_MAX       rows up to which the tensor-core kernel runs (default 64)
 //   LOWBIT_CUDA_GEMM_KW / _SPLITS force the kernel's warps-along-K / split-K (0: automatic)
 //   LOWBIT_CUDA_DEQUANT_CHUNK_MB  dequantize + cuBLAS in slices of this many MB of 16/32-bit

@@ -1,6 +1,6 @@
 // CUDA glue of linear_fp8 (float8 e4m3fn / e5m2 weights x float activations): the CPU op's
 // checks and errors; the tensor-core kernel for float16 / bfloat16 x with few rows, else
-// dequantize + cuBLAS. docs/kernels_cuda.md.
+// dequantize + cuBLAS. docs/cuda.md ("Mixed-precision GEMMs").
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>

@@ -1,6 +1,6 @@
 // CUDA glue of linear_int8: W8A16 (float activations) and W8A8 (int8_activations=True:
 // per-token int8 activations, int32-exact dot products, fused rescale). The CPU op's checks
-// and errors; paths in docs/kernels_cuda.md.
+// and errors; paths in docs/cuda.md ("Mixed-precision GEMMs").
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>

@@ -1,6 +1,6 @@
 // CUDA glue of linear_intx (W4A16 / W2A16): the CPU op's checks and errors, then the
 // tensor-core kernel (float16 / bfloat16 x, up to LOWBIT_CUDA_SMALL_M_MAX rows, groups of a
-// multiple of 32) or dequantize + cuBLAS (everything else). docs/kernels_cuda.md.
+// multiple of 32) or dequantize + cuBLAS (everything else). docs/cuda.md ("Mixed-precision GEMMs").
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>

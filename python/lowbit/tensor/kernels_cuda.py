@@ -2,7 +2,7 @@
 
 Called by :func:`lowbit.tensor.kernels._linear` when the input and the weight are CUDA
 tensors and no autograd is needed. The ops choose their GEMM path themselves (small-M
-tensor-core kernel, dequantize + cuBLAS, int8 GEMM; docs/kernels_cuda.md) and
+tensor-core kernel, dequantize + cuBLAS, int8 GEMM; docs/cuda.md ("Mixed-precision GEMMs")) and
 ``lowbit.last_kernels()`` names the one that ran. Weights stay in the canonical layout:
 ``.to("cuda")`` and ``freeze()`` need no repacking, and a model saved on CUDA loads on
 the CPU and vice versa.
