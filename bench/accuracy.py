@@ -37,7 +37,8 @@ except ImportError:  # a source checkout run without PYTHONPATH=python
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 
-# configuration -> (qtype, group size, lowbit optimizer); per-channel (one scale per output row) when no group
+# configuration -> (qtype, group size, lowbit optimizer); per-channel (one scale per output row) when no group;
+# the GGUF formats fix both (blocks of 32, llama.cpp's scales): lowbit only, no peer has them
 CONFIGS = {
     "int8": ("int8", None, "absmax"),
     "int4 g128 minmax": ("int4", 128, "minmax"),
@@ -45,6 +46,8 @@ CONFIGS = {
     "int2 g64 minmax": ("int2", 64, "minmax"),
     "int2 g64 hqq": ("int2", 64, "hqq"),
     "fp8 e4m3": ("fp8", None, "absmax"),
+    "gguf q8_0": ("q8_0", None, None),
+    "gguf q4_0": ("q4_0", None, None),
 }
 
 
@@ -71,7 +74,7 @@ def quanto_quantizers() -> Dict[str, Callable]:
             qw = q.quantize_weight(w, qtype, axis=0, scale=scale, shift=shift, group_size=group, optimized=False)
             return qw.dequantize()
         return run
-    return {config: make(config) for config in CONFIGS}
+    return {config: make(config) for config in CONFIGS if CONFIGS[config][0] in qtypes}
 
 
 def torchao_quantizers() -> Dict[str, Callable]:
@@ -191,7 +194,9 @@ def main(argv=None) -> dict:
           "", "Whole model (errors of all layers summed) and worst layer:", "",
           C.markdown_table(summary, summary_cols), "",
           "int8 and fp8: one scale per output row (absmax, symmetric); int4 / int2: groups of 128 / 64 input "
-          "features, minmax = asymmetric min/max, hqq = half-quadratic optimisation of the zero-point.", ""]
+          "features, minmax = asymmetric min/max, hqq = half-quadratic optimisation of the zero-point; "
+          "gguf q8_0 / q4_0: llama.cpp's blocks of 32 input features with an fp16 scale each (8.5 / 4.5 bits "
+          "per weight, lowbit only).", ""]
     if unavailable:
         md += [f"- {lib}: not run ({why})" for lib, why in unavailable.items()] + [""]
     failed = [r for r in results if r["error"]]

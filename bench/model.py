@@ -50,6 +50,7 @@ CONFIGS = [
     ("lowbit W2A16", "lowbit", "int2", None, 64),
     ("lowbit W8A8", "lowbit", "int8", "int8", None),
     ("lowbit Q4_0", "lowbit", "q4_0", None, 32),
+    ("lowbit Q4_0 int8-act kernels", "lowbit", "q4_0", "int8 (in kernel)", 32),
     ("quanto W8A16", "optimum-quanto", "qint8", None, None),
     ("quanto W4A16", "optimum-quanto", "qint4", None, 128),
     ("torchao W8A16", "torchao", "int8", None, None),
@@ -94,7 +95,11 @@ def build(name: str, model: torch.nn.Module):
             # dynamic per-token activation scales, as torchao's W8A8: the integer GEMM
             return _lowbit(model, weights="int8", activations="int8", activation_granularity="per_token"), null
         if name == "lowbit Q4_0":
-            raise NotAvailable("no model path yet (lowbit.quantize has no Q4_0 qtype; only the gguf ops)")
+            # GGUF Q4_0 blocks (llama.cpp bytes), float activations: linear_q4_0's exact path
+            return _lowbit(model, weights="q4_0"), null
+        if name == "lowbit Q4_0 int8-act kernels":
+            # llama.cpp's scheme: activations quantized to int8 per block of 32 inside linear_q4_0
+            return _lowbit(model, weights="q4_0"), lambda: lowbit.int8_activations(True)
     if name.startswith("quanto"):
         try:
             from optimum import quanto

@@ -303,6 +303,7 @@ def cmd_quantize(args) -> int:
 
 # ---------------------------------------------------------------------------------------- inspect
 def _inspect(folder: Path) -> dict:
+    from .qtypes import QTYPES
     files = _checkpoint_files(folder)
     config = _read_json(folder / "config.json")
     qcfg = config.get("quantization_config") or {}
@@ -335,9 +336,14 @@ def _inspect(folder: Path) -> dict:
         module = key[: -len(".weight.codes")]
         entry = entry_for(module) or {}
         qtype = entry.get("weights") or "?"
-        bits = {"qint2": 2, "qint4": 4}.get(qtype, 8)
+        q = QTYPES.get(qtype)
         n, cols = shape[0], shape[1] if len(shape) > 1 else 1
-        k = cols * 8 // bits if dtype == "U8" else cols
+        if q is not None and q.is_block:  # GGUF block bytes: block_bytes per block_size weights
+            k = cols // q.block_bytes * q.block_size
+        elif dtype == "U8":
+            k = cols * 8 // (q.bits if q is not None else 8)
+        else:
+            k = cols
         size = 0
         for inner in ("codes", "scale", "zero_point"):
             t = tensors.get(f"{module}.weight.{inner}")
@@ -360,6 +366,14 @@ def _inspect(folder: Path) -> dict:
             "ratio": (qbytes + other) / max(qfloat + other_float, 1)}
 
 
+def _granularity(layer) -> str:
+    from .qtypes import QTYPES
+    q = QTYPES.get(layer["weights"])
+    if q is not None and q.is_block:
+        return f"blk{q.block_size}"
+    return str(layer["group_size"] or "row")
+
+
 def cmd_inspect(args) -> int:
     info = _inspect(Path(args.dir))
     if args.json:
@@ -368,7 +382,7 @@ def cmd_inspect(args) -> int:
     rows = [("module", "qtype", "group", "shape", "bytes", "float bytes", "bits/w")]
     for layer in info["layers"]:
         rows.append((layer["module"], layer["weights"] + (f"/a:{layer['activations']}" if layer["activations"] else ""),
-                     str(layer["group_size"] or "row"), "x".join(map(str, layer["shape"])),
+                     _granularity(layer), "x".join(map(str, layer["shape"])),
                      _human(layer["bytes"]), _human(layer["float_bytes"]), f"{layer['bits_per_weight']:.2f}"))
     if len(rows) > 1:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -419,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "folder that from_pretrained loads, one tensor at a time.")
     q.add_argument("src", help="checkpoint folder (config.json + *.safetensors)")
     q.add_argument("dst", help="output folder (written as DST.tmp, renamed when complete)")
-    q.add_argument("--weights", default="int8", help="int2, int4, int8, fp8, float8_e5m2 (default int8)")
+    q.add_argument("--weights", default="int8",
+                   help="int2, int4, int8, fp8, float8_e5m2, q4_0, q8_0 (GGUF blocks) (default int8)")
     q.add_argument("--activations", default=None, help="int8, fp8 or float8_e5m2 (default: weight-only)")
     q.add_argument("--group-size", type=int, default=None,
                    help="input features per scale (default 128 for 2/4 bits, per row for 8 bits)")

@@ -8,10 +8,11 @@ from typing import Dict, Iterable, Optional, Union
 import torch
 from torch import nn
 
-from .nn.qmodule import ACTIVATION_GRANULARITIES, ACTIVATION_QTYPES, FORMAT_VERSION, QModuleMixin, qmodule_class
+from .nn.qmodule import (ACTIVATION_GRANULARITIES, ACTIVATION_QTYPES, FORMAT_VERSIONS, QModuleMixin,
+                         entry_format_version, qmodule_class)
 from .optimizers import get_optimizer, optimizer_name, OPTIMIZERS
 from .qtypes import QType, qtype as as_qtype
-from .tensor import weight_matrix_shape
+from .tensor import check_block_divides, check_block_options, weight_matrix_shape
 
 __all__ = ["quantize", "freeze", "quantization_map", "requantize", "empty_weights", "DEFAULT_GROUP_SIZE"]
 
@@ -36,6 +37,9 @@ def _resolve_group_size(name, module, weights: Optional[QType], group_size: Opti
     if weights is None or weight is None or not isinstance(weight, torch.Tensor) or weight.dim() < 2:
         return None
     k = weight_matrix_shape(weight.shape)[1]
+    if weights.is_block:
+        check_block_divides(weights, weight.shape, f"quantize: module '{name}' ({type(module).__name__})")
+        return None
     if group_size is not None:
         if group_size <= 0 or k % group_size:
             raise ValueError(f"quantize: group_size {group_size} does not divide the {k} input features of module "
@@ -80,6 +84,15 @@ def _plan(model, weights, activations, group_size, optimizer, include, exclude, 
     return plan
 
 
+def check_activation_qtype(aq: Optional[QType], where: str) -> None:
+    """Raises ``ValueError`` when ``aq`` cannot quantize activations."""
+    if aq is not None and aq.is_block:
+        raise ValueError(f"{where}: {aq} is a weight-only format (GGUF blocks); activations must be one of "
+                         f"{[q.name for q in ACTIVATION_QTYPES]} or None")
+    if aq is not None and aq not in ACTIVATION_QTYPES:
+        raise ValueError(f"{where}: activations must be one of {[q.name for q in ACTIVATION_QTYPES]}, got {aq}")
+
+
 def quantize(model: nn.Module, weights: Union[QType, str, None] = "qint8",
              activations: Union[QType, str, None] = None, *, group_size: Optional[int] = None,
              optimizer=None, include: Union[str, Iterable[str], None] = None,
@@ -92,14 +105,18 @@ def quantize(model: nn.Module, weights: Union[QType, str, None] = "qint8",
     is set). Weights are quantized on the fly (trainable) until :func:`freeze`.
 
     Args:
-        weights: qtype of the weights (``qint2``, ``qint4``, ``qint8``, ``qfloat8``, ``qfloat8_e5m2``
-            or their names), or None for activation-only quantization.
-        activations: ``qint8`` / ``qfloat8*`` or None.
+        weights: qtype of the weights (``qint2``, ``qint4``, ``qint8``, ``qfloat8``, ``qfloat8_e5m2``,
+            the GGUF block formats ``qgguf_q4_0`` / ``qgguf_q8_0``, or their names such as ``"int4"``
+            or ``"q4_0"``), or None for activation-only quantization.
+        activations: ``qint8`` / ``qfloat8*`` or None (the GGUF formats are weight-only).
         group_size: input features per scale; default 128 for 2/4-bit weights (falling back, with a
             warning, to 64, 32, then one scale per row when it does not divide a module's input
             features), one scale per output row for 8-bit / float8. An explicit size that does not
-            divide a module's input features raises ``ValueError`` naming the module.
-        optimizer: ``"absmax"``, ``"minmax"``, ``"hqq"`` or an object (see :mod:`lowbit.optimizers`).
+            divide a module's input features raises ``ValueError`` naming the module. GGUF
+            formats have blocks of 32: ``group_size`` must be None, and every quantized module
+            needs input features that are a multiple of 32 (``ValueError`` naming it otherwise).
+        optimizer: ``"absmax"``, ``"minmax"``, ``"hqq"`` or an object (see :mod:`lowbit.optimizers`);
+            must be None for the GGUF formats (llama.cpp's rounding).
         include / exclude: glob patterns (``fnmatch``) on module names, a string or a list.
         inplace: False quantizes a deep copy and leaves ``model`` untouched.
         activation_granularity: ``"per_tensor"`` (default, as optimum-quanto): one scale per
@@ -113,8 +130,9 @@ def quantize(model: nn.Module, weights: Union[QType, str, None] = "qint8",
     """
     wq = None if weights is None else as_qtype(weights)
     aq = None if activations is None else as_qtype(activations)
-    if aq is not None and aq not in ACTIVATION_QTYPES:
-        raise ValueError(f"quantize: activations must be one of {[q.name for q in ACTIVATION_QTYPES]}, got {aq}")
+    check_activation_qtype(aq, "quantize")
+    if wq is not None:
+        check_block_options(wq, group_size, optimizer, "quantize")
     if wq is None and aq is None:
         raise ValueError("quantize: nothing to do, weights and activations are both None")
     if activation_granularity not in ACTIVATION_GRANULARITIES:
@@ -160,8 +178,9 @@ def _check_map(model: nn.Module, qmap: dict) -> dict:
         if not isinstance(entry, dict):
             raise ValueError(f"{where}: expected a dict, got {type(entry).__name__}")
         version = entry.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"{where}: unsupported format_version {version!r} (this lowbit reads {FORMAT_VERSION})")
+        if version not in FORMAT_VERSIONS or isinstance(version, bool):
+            raise ValueError(f"{where}: unsupported format_version {version!r} (this lowbit reads "
+                             f"{', '.join(map(str, FORMAT_VERSIONS))})")
         if name not in modules:
             raise ValueError(f"{where}: the model has no module named '{name}'")
         module = modules[name]
@@ -173,8 +192,10 @@ def _check_map(model: nn.Module, qmap: dict) -> dict:
             aq = None if entry.get("activations") is None else as_qtype(entry["activations"])
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
-        if aq is not None and aq not in ACTIVATION_QTYPES:
-            raise ValueError(f"{where}: activations must be one of {[q.name for q in ACTIVATION_QTYPES]}, got {aq}")
+        check_activation_qtype(aq, where)
+        if wq is not None and version < entry_format_version(wq):
+            raise ValueError(f"{where}: {wq} weights need format_version {entry_format_version(wq)}, "
+                             f"got {version}")
         granularity = entry.get("activation_granularity") or "per_tensor"  # absent in maps written before it
         if granularity not in ACTIVATION_GRANULARITIES:
             raise ValueError(f"{where}: activation_granularity must be one of {list(ACTIVATION_GRANULARITIES)}, "
@@ -183,6 +204,9 @@ def _check_map(model: nn.Module, qmap: dict) -> dict:
             raise ValueError(f"{where}: module '{name}' ({type(module).__name__}) has no per-token activations")
         g = entry.get("group_size")
         frozen = bool(entry.get("frozen", False))
+        if wq is not None and wq.is_block and qcls.quantizes_weight:
+            check_block_options(wq, g, entry.get("optimizer"), where)
+            check_block_divides(wq, module.weight.shape, where)
         if g is not None:
             weight = getattr(module, "weight", None)
             k = weight_matrix_shape(weight.shape)[1] if isinstance(weight, torch.Tensor) else 0

@@ -2,9 +2,11 @@
 
 The state dict of a frozen model holds plain tensors only (a frozen weight is
 saved as ``<module>.weight.codes``, ``.scale`` and, when asymmetric,
-``.zero_point``; calibrated activation scales as ``<module>.input_scale`` or
+``.zero_point``; a GGUF Q4_0 / Q8_0 weight as ``<module>.weight.codes`` alone, the
+uint8 block bytes; calibrated activation scales as ``<module>.input_scale`` or
 ``.output_scale``), so it is written by safetensors as is. Loading checks the map
-and every key, shape and dtype before touching the model.
+and every key, shape and dtype before touching the model (a block tensor whose
+byte length does not match the weight's shape is refused with its expected shape).
 """
 import json
 import os
@@ -14,7 +16,7 @@ import torch
 from torch import nn
 
 from .nn.qmodule import QModuleMixin
-from .tensor import expected_inner_layout
+from .tensor import expected_inner_layout, weight_axis
 
 __all__ = ["save", "load", "check_state_dict", "MODEL_FILE", "MAP_FILE"]
 
@@ -39,8 +41,7 @@ def _expected(model: nn.Module, entries: dict) -> Dict[str, tuple]:
             wq, frozen = None, False
         if frozen and wq is not None:
             skip.add("weight")
-            axis = None if g is not None else 0
-            for n, (shape, dtype) in expected_inner_layout(module.weight.shape, wq, axis, g).items():
+            for n, (shape, dtype) in expected_inner_layout(module.weight.shape, wq, weight_axis(wq, g), g).items():
                 expected[prefix + "weight." + n] = (tuple(shape), dtype, n == "zero_point")
         for n, p in module._parameters.items():
             if p is not None and n not in skip:

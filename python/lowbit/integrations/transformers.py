@@ -18,7 +18,8 @@ How loading works:
 * lowbit checkpoint (``config.json`` has ``quantization_config.quant_method ==
   "lowbit"`` and a ``quantization_map``): the skeleton is quantized exactly as the
   map says and every ``<module>.weight.codes`` / ``.scale`` / ``.zero_point`` triple
-  is assembled into a :class:`~lowbit.QTensor` (:class:`_LowbitDeserialize`).
+  (``.codes`` alone for GGUF Q4_0 / Q8_0 weights) is assembled into a
+  :class:`~lowbit.QTensor` (:class:`_LowbitDeserialize`).
 
 The saved layout is the one of :func:`lowbit.save` (the state dict of a frozen
 model), so ``lowbit.load`` and the ``lowbit`` command read and write the same files.
@@ -35,11 +36,11 @@ from transformers.quantizers import HfQuantizer, register_quantization_config, r
 from transformers.quantizers.quantizers_utils import get_module_from_name, should_convert_module
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
-from ..nn.qmodule import ACTIVATION_QTYPES, QModuleMixin, qmodule_class
+from ..nn.qmodule import QModuleMixin, qmodule_class
 from ..optimizers import OPTIMIZERS
 from ..qtypes import qtype as as_qtype
-from ..quantize import _check_map, _set_submodule, quantization_map, quantize
-from ..tensor import QTensor
+from ..quantize import _check_map, _set_submodule, check_activation_qtype, quantization_map, quantize
+from ..tensor import QTensor, check_block_options, weight_axis
 
 __all__ = ["LowbitConfig", "LowbitHfQuantizer", "QUANT_METHOD"]
 
@@ -51,8 +52,9 @@ class LowbitConfig(QuantizationConfigMixin):
     """How ``from_pretrained`` quantizes a model with lowbit.
 
     Args:
-        weights: qtype of the weights: ``"int2"``, ``"int4"``, ``"int8"``, ``"fp8"``, ``"float8_e5m2"``
-            (any name :func:`lowbit.qtype` accepts).
+        weights: qtype of the weights: ``"int2"``, ``"int4"``, ``"int8"``, ``"fp8"``, ``"float8_e5m2"``,
+            ``"q4_0"``, ``"q8_0"`` (GGUF blocks of 32: no group_size, no optimizer) (any name
+            :func:`lowbit.qtype` accepts).
         activations: ``None`` (weight-only), ``"int8"``, ``"fp8"`` or ``"float8_e5m2"``; activations
             are then quantized dynamically (per tensor) since no calibration runs inside ``from_pretrained``.
         group_size: input features per scale (default: 128 for 2/4-bit weights with fallbacks,
@@ -82,9 +84,7 @@ class LowbitConfig(QuantizationConfigMixin):
         self.weights = as_qtype(self.weights).name if self.weights is not None else None
         if self.activations is not None:
             aq = as_qtype(self.activations)
-            if aq not in ACTIVATION_QTYPES:
-                raise ValueError(f"LowbitConfig: activations must be None or one of "
-                                 f"{[q.name for q in ACTIVATION_QTYPES]}, got {self.activations!r}")
+            check_activation_qtype(aq, "LowbitConfig")
             self.activations = aq.name
         if self.weights is None and self.activations is None:
             raise ValueError("LowbitConfig: nothing to quantize, weights and activations are both None")
@@ -94,6 +94,8 @@ class LowbitConfig(QuantizationConfigMixin):
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise ValueError(f"LowbitConfig: optimizer must be None or one of {sorted(OPTIMIZERS)}, "
                              f"got {self.optimizer!r}")
+        if self.weights is not None:
+            check_block_options(as_qtype(self.weights), self.group_size, self.optimizer, "LowbitConfig")
         if isinstance(self.modules_to_not_convert, str):
             self.modules_to_not_convert = [self.modules_to_not_convert]
         if self.modules_to_not_convert is not None:
@@ -180,7 +182,7 @@ class _LowbitDeserialize(ConversionOps):
                 if key.endswith(name):
                     inner[name] = t
         layout = module.expected_weight_layout()
-        problems = [f"{name} missing" for name in ("codes", "scale") if name not in inner]
+        problems = [f"{name} missing" for name in layout if name != "zero_point" and name not in inner]
         for name, t in inner.items():
             shape, dtype = layout.get(name, (None, None))
             if shape is None:
@@ -190,10 +192,9 @@ class _LowbitDeserialize(ConversionOps):
                                 f"{t.dtype}")
         if problems:
             raise ValueError(f"lowbit: {full_layer_name}: " + "; ".join(problems))
-        axis = None if module.group_size is not None else 0
         old = module.weight
-        q = QTensor(inner["codes"], inner["scale"], inner.get("zero_point"), module.weight_qtype, axis,
-                    module.group_size, old.shape, old.dtype)
+        q = QTensor(inner["codes"], inner.get("scale"), inner.get("zero_point"), module.weight_qtype,
+                    weight_axis(module.weight_qtype, module.group_size), module.group_size, old.shape, old.dtype)
         return {full_layer_name: nn.Parameter(q, requires_grad=False)}
 
 
@@ -218,7 +219,10 @@ class LowbitHfQuantizer(HfQuantizer):
 
     @property
     def quantized_element_size(self) -> Optional[float]:
-        return as_qtype(self.quantization_config.weights).bits / 8 if self.quantization_config.weights else None
+        if not self.quantization_config.weights:
+            return None
+        q = as_qtype(self.quantization_config.weights)
+        return (q.bits_per_weight or q.bits) / 8
 
     def validate_environment(self, *args, **kwargs):
         device_map = kwargs.get("device_map")

@@ -11,9 +11,20 @@ from .. import ops
 from ..calibration import active_calibration
 from ..optimizers import default_optimizer, optimizer_name
 from ..qtypes import QType, qint8, qfloat8_e4m3fn, qfloat8_e5m2
-from ..tensor import QTensor, expected_inner_layout, quantize_weight
+from ..tensor import QTensor, expected_inner_layout, quantize_weight, weight_axis
 
-FORMAT_VERSION = 1
+#: the newest ``format_version`` of a quantization-map entry this lowbit writes and reads.
+#: Each entry records the oldest version that describes it, so files without GGUF weights stay
+#: readable by older lowbit: 1 = codes + float32 scale (+ zero_point) per weight;
+#: 2 = adds the block formats (qgguf_q4_0 / qgguf_q8_0), whose weight is its codes alone.
+FORMAT_VERSION = 2
+FORMAT_VERSIONS = (1, 2)
+
+
+def entry_format_version(weight_qtype: Optional[QType]) -> int:
+    """The ``format_version`` of a module's quantization-map entry (see ``FORMAT_VERSION``)."""
+    return 2 if weight_qtype is not None and weight_qtype.is_block else 1
+
 ACTIVATION_QTYPES = (qint8, qfloat8_e4m3fn, qfloat8_e5m2)
 #: "per_tensor": one scale per activation tensor, static once calibrated (dynamic before);
 #: "per_token": one scale per input vector of the Linear / Conv, always computed on the fly
@@ -163,13 +174,13 @@ class QModuleMixin:
             "group_size": self.group_size,
             "optimizer": None if self.optimizer is None else optimizer_name(self.optimizer),
             "frozen": self.frozen if self.weight_qtype is not None else False,
-            "format_version": FORMAT_VERSION,
+            "format_version": entry_format_version(self.weight_qtype),
         }
 
     def expected_weight_layout(self):
         """name -> (shape, dtype) of the frozen weight's inner tensors."""
-        axis = None if self.group_size is not None else 0
-        return expected_inner_layout(self.weight.shape, self.weight_qtype, axis, self.group_size)
+        return expected_inner_layout(self.weight.shape, self.weight_qtype,
+                                     weight_axis(self.weight_qtype, self.group_size), self.group_size)
 
     # ---- state dict: a frozen weight is saved as its plain inner tensors ----
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -185,8 +196,9 @@ class QModuleMixin:
         inner_prefix = prefix + "weight."
         if self.weight_qtype is None or inner_prefix + "codes" not in state_dict:
             if self.frozen and prefix + "weight" in state_dict:
-                error_msgs.append(f"{prefix}weight: the module is frozen and expects {inner_prefix}codes/scale"
-                                  "/zero_point, got a float weight")
+                error_msgs.append(f"{prefix}weight: the module is frozen and expects "
+                                  f"{'/'.join(inner_prefix + n for n in self.weight.inner_tensors())}, "
+                                  "got a float weight")
                 return
             super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                           unexpected_keys, error_msgs)
@@ -215,10 +227,9 @@ class QModuleMixin:
         for key in state_dict:
             if key.startswith(inner_prefix) and key[len(inner_prefix):] not in layout:
                 unexpected_keys.append(key)
-        if "codes" in inner and "scale" in inner:
-            axis = None if self.group_size is not None else 0
-            q = QTensor(inner["codes"], inner["scale"], inner.get("zero_point"), self.weight_qtype, axis,
-                        self.group_size, old.shape, old.dtype)
+        if all(name in inner for name in layout if name != "zero_point"):
+            q = QTensor(inner["codes"], inner.get("scale"), inner.get("zero_point"), self.weight_qtype,
+                        weight_axis(self.weight_qtype, self.group_size), self.group_size, old.shape, old.dtype)
             self.weight = nn.Parameter(q, requires_grad=False)
         self._after_load()
 

@@ -35,7 +35,10 @@ def get_optimizer(value: Union[str, Optimizer, None]):
 
 
 def default_optimizer(qtype):
-    """absmax (symmetric) for 8-bit and float8 weights, minmax (asymmetric) for 2 and 4 bits."""
+    """absmax (symmetric) for 8-bit and float8 weights, minmax (asymmetric) for 2 and 4 bits,
+    None for the GGUF block formats (their scales are fixed by the format)."""
+    if qtype.is_block:
+        return None
     return MinMaxOptimizer() if qtype.is_packed else AbsmaxOptimizer()
 
 

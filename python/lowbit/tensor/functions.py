@@ -51,12 +51,14 @@ def _embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sc
         out = kernel(input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse)
         if out is not NotImplemented:
             return out
-    if isinstance(weight, QTensor) and max_norm is None and weight.scale.shape[0] == weight.codes.shape[0] \
-            and weight.dim() == 2:
-        # rows are quantized independently: dequantize only the rows looked up
+    if isinstance(weight, QTensor) and max_norm is None and weight.dim() == 2 and (
+            weight.scale is None or weight.scale.shape[0] == weight.codes.shape[0]):
+        # rows are quantized independently (per-row / per-group scales, or self-contained
+        # GGUF blocks): dequantize only the rows looked up
         idx = input.reshape(-1)
+        scale = None if weight.scale is None else weight.scale[idx]
         zp = None if weight.zero_point is None else weight.zero_point[idx]
-        rows = QTensor(weight.codes[idx], weight.scale[idx], zp, weight.qtype, weight.axis, weight.group_size,
+        rows = QTensor(weight.codes[idx], scale, zp, weight.qtype, weight.axis, weight.group_size,
                        (idx.numel(), weight.shape[1]), weight.dtype)
         return rows.dequantize().reshape(*input.shape, weight.shape[1])
     return F.embedding(input, _float(weight), padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse)

@@ -4,7 +4,9 @@ Registered with :func:`lowbit.tensor.functions.register_kernel`; a path declines
 (returns ``NotImplemented``) when autograd needs the inputs (QAT before freeze),
 when the tensors are not on the CPU, or when the weight's layout has no kernel,
 and the dequantize-one-layer default runs instead. ``lowbit.last_kernels()``
-names the kernel of the latest call of each op.
+names the kernel of the latest call of each op. Weights: packed int2 / int4 ->
+``linear_intx``, int8 -> ``linear_int8``, float8 -> ``linear_fp8``, GGUF Q4_0 / Q8_0
+-> ``linear_q4_0`` / ``linear_q8_0`` (the block bytes as they are stored).
 """
 import contextlib
 
@@ -15,10 +17,13 @@ from .. import ops
 from .functions import register_kernel
 from .qtensor import QTensor
 
-# Whether the 2/4-bit kernels quantize activations to int8 on the fly (per block
-# of 32, integer dot products). Off by default: on MiniLM the extra error is under
-# 10% of the 4-bit weight error over the whole model, but 10-12% on the layers fed
-# by LayerNorm outliers (tests/workflow/test_int8_activations.py).
+# Whether the 2/4-bit kernels (int2 / int4 and GGUF Q4_0) quantize activations to
+# int8 on the fly (per block of 32, integer dot products). Off by default: on MiniLM
+# the extra error is under 10% of the 4-bit weight error over the whole model, but
+# 10-12% on the layers fed by LayerNorm outliers (tests/workflow/test_int8_activations.py).
+# A weight-only model thus computes x @ dequantize(W).T as its quantization map says,
+# whatever the kernel. The ops' own default differs for Q4_0 (linear_q4_0 defaults to
+# int8 activations, as llama.cpp); the model path passes the switch explicitly.
 _INT8_ACTIVATIONS = {"enabled": False}
 
 
@@ -28,9 +33,11 @@ def int8_activations_enabled() -> bool:
 
 
 def set_int8_activations(enabled: bool) -> None:
-    """Choose the activation path of the 2/4-bit linear kernels: ``True`` (default)
-    quantizes each row of activations to int8 per block of 32 and runs integer dot
-    products (faster); ``False`` (default) keeps float activations (the exact path)."""
+    """Choose the activation path of the 2/4-bit linear kernels (int2, int4 and GGUF Q4_0
+    weights): ``True`` quantizes each row of activations to int8 per block of 32 and runs
+    integer dot products (faster for few rows; llama.cpp's scheme for Q4_0); ``False``
+    (default) keeps float activations (the exact path). 8-bit weights (int8, Q8_0) and
+    float8 always run with float activations."""
     _INT8_ACTIVATIONS["enabled"] = bool(enabled)
 
 
@@ -59,6 +66,14 @@ def _linear(input, weight, bias=None):
         return NotImplemented
     q = weight.qtype
     n, k = weight.shape
+    if q.is_block:
+        if input.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            return NotImplemented
+        if q.name == "qgguf_q4_0":
+            return ops.linear_q4_0(input, weight.codes, bias, int8_activations_enabled())
+        # Q8_0 as int8 weights: float activations (int8 ones would be a qtype choice; on MiniLM
+        # they raise 1 - cosine from 0.00013 to 0.00035, the size of the 8-bit weight error)
+        return ops.linear_q8_0(input, weight.codes, bias, False)
     if q.is_packed and k % 8 == 0 and weight.scale.shape[0] == n and (k // weight.scale.shape[1]) % 8 == 0:
         return ops.linear_intx(input, weight.codes, weight.scale, weight.zero_point, q.bits, bias,
                                int8_activations_enabled())

@@ -12,6 +12,12 @@ storage; it holds inner tensors:
 * ``zero_point``: float32 like ``scale``, or absent (symmetric).
 
 and metadata: the qtype, ``axis`` / ``group_size``, the original shape and dtype.
+
+Block formats (``qgguf_q4_0`` / ``qgguf_q8_0``, :attr:`QType.is_block`) carry their
+scales inside the blocks: ``codes`` is then the uint8 matrix of GGUF block bytes
+``[N, K / 32 * 18]`` (Q4_0) or ``[N, K / 32 * 34]`` (Q8_0), byte-identical to
+llama.cpp, and it is the only inner tensor (``scale`` and ``zero_point`` are None,
+``axis`` and ``group_size`` are None: the format fixes blocks of 32 along ``K``).
 """
 import math
 from typing import Dict, Optional, Tuple
@@ -38,8 +44,12 @@ def weight_matrix_shape(shape) -> Tuple[int, int]:
 def expected_inner_layout(shape, qtype: QType, axis: Optional[int], group_size: Optional[int]
                           ) -> Dict[str, Tuple[Tuple[int, ...], torch.dtype]]:
     """name -> (shape, dtype) of the inner tensors of a QTensor (``zero_point`` is optional
-    and listed for integer qtypes only)."""
+    and listed for integer qtypes only; a block format has ``codes`` only). Raises
+    ``ValueError`` when ``K`` is not a multiple of a block format's block size."""
     n, k = weight_matrix_shape(shape)
+    if qtype.is_block:
+        check_block_divides(qtype, shape)
+        return {"codes": ((n, k // qtype.block_size * qtype.block_bytes), torch.uint8)}
     if qtype.is_packed:
         codes = ((n, (k * qtype.bits + 7) // 8), torch.uint8)
     else:
@@ -56,6 +66,27 @@ def expected_inner_layout(shape, qtype: QType, axis: Optional[int], group_size: 
     return out
 
 
+def check_block_divides(qtype: QType, shape, where: str = "") -> None:
+    """Raises ``ValueError`` when a weight of ``shape`` has input features ``K`` that are
+    not a multiple of the block size of the block format ``qtype``."""
+    k = weight_matrix_shape(shape)[1]
+    if k % qtype.block_size:
+        raise ValueError(f"{where or 'lowbit'}: {qtype} needs the input features to be a multiple of "
+                         f"{qtype.block_size} (its block size), got {k} for a weight of shape {list(shape)}")
+
+
+def weight_axis(qtype: QType, group_size: Optional[int]) -> Optional[int]:
+    """The ``axis`` metadata of a QTensor: 0 (one scale per output row) unless grouped
+    or a block format (None)."""
+    return None if group_size is not None or qtype.is_block else 0
+
+
+def _dequantize_blocks(blocks: torch.Tensor, qtype: QType, dtype: torch.dtype) -> torch.Tensor:
+    if qtype.name == "qgguf_q4_0":
+        return ops.dequantize_q4_0(blocks, dtype)
+    return ops.dequantize_q8_0(blocks, dtype)
+
+
 class QTensor(torch.Tensor):
     """A quantized weight (see the module docstring). Build one with :func:`quantize_weight`."""
 
@@ -69,15 +100,20 @@ class QTensor(torch.Tensor):
         self.scale = scale
         self.zero_point = zero_point
         self.qtype = as_qtype(qtype)
+        if self.qtype.is_block:  # the blocks hold their scales; the format fixes the granularity
+            axis = group_size = None
         self.axis = axis
         self.group_size = group_size
         self.orig_shape = tuple(shape)
 
     # ---- construction / conversion ----
     def dequantize(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        """The float weight ``(codes - zero_point) * scale`` in ``dtype`` (default: this tensor's dtype)."""
+        """The float weight ``(codes - zero_point) * scale`` in ``dtype`` (default: this tensor's dtype);
+        for a block format, each block's ``d * code`` (``lowbit.ops.dequantize_q4_0`` / ``_q8_0``)."""
         dtype = dtype or self.dtype
-        if self.qtype.is_float:
+        if self.qtype.is_block:
+            w = _dequantize_blocks(self.codes, self.qtype, dtype)
+        elif self.qtype.is_float:
             w = ops.dequantize_fp8(self.codes, self.scale, dtype)
         else:
             codes = self.codes
@@ -86,19 +122,27 @@ class QTensor(torch.Tensor):
             w = ops.dequantize_affine(codes, self.scale, self.zero_point, dtype)
         return w.reshape(self.orig_shape)
 
+    def _inner_names(self):
+        return [n for n in ("codes", "scale", "zero_point") if getattr(self, n) is not None]
+
     def inner_tensors(self) -> Dict[str, torch.Tensor]:
-        out = {"codes": self.codes, "scale": self.scale}
-        if self.zero_point is not None:
-            out["zero_point"] = self.zero_point
-        return out
+        """name -> the inner tensors this QTensor holds (``codes``, then ``scale`` and
+        ``zero_point`` when present): what a state dict stores for it."""
+        return {n: getattr(self, n) for n in self._inner_names()}
 
     def _replace(self, fn, dtype=None) -> "QTensor":
+        scale = None if self.scale is None else fn(self.scale)
         zp = None if self.zero_point is None else fn(self.zero_point)
-        return QTensor(fn(self.codes), fn(self.scale), zp, self.qtype, self.axis, self.group_size,
+        return QTensor(fn(self.codes), scale, zp, self.qtype, self.axis, self.group_size,
                        self.orig_shape, dtype or self.dtype)
 
     def __repr__(self):
-        gran = f"group_size={self.group_size}" if self.group_size else (f"axis={self.axis}" if self.axis is not None else "per_tensor")
+        if self.qtype.is_block:
+            gran = f"blocks of {self.qtype.block_size}"
+        elif self.group_size:
+            gran = f"group_size={self.group_size}"
+        else:
+            gran = f"axis={self.axis}" if self.axis is not None else "per_tensor"
         return (f"QTensor(shape={list(self.shape)}, qtype={self.qtype}, {gran}, dtype={self.dtype}, "
                 f"device={self.device}, zero_point={self.zero_point is not None})")
 
@@ -110,13 +154,13 @@ class QTensor(torch.Tensor):
 
     # ---- torch.compile support ----
     def __tensor_flatten__(self):
-        names = ["codes", "scale"] + (["zero_point"] if self.zero_point is not None else [])
-        return names, (self.qtype.name, self.axis, self.group_size, self.orig_shape, self.dtype)
+        return self._inner_names(), (self.qtype.name, self.axis, self.group_size, self.orig_shape, self.dtype)
 
     @staticmethod
     def __tensor_unflatten__(inner, ctx, outer_size, outer_stride):
         name, axis, group_size, shape, dtype = ctx
-        return QTensor(inner["codes"], inner["scale"], inner.get("zero_point"), name, axis, group_size, shape, dtype)
+        return QTensor(inner["codes"], inner.get("scale"), inner.get("zero_point"), name, axis, group_size, shape,
+                       dtype)
 
     # ---- dispatch ----
     @classmethod
@@ -162,6 +206,28 @@ def _quantize_matrix(w, qtype, axis, group_size, optimizer):
     return codes, scale, zero_point
 
 
+def check_block_options(qtype: QType, group_size, optimizer, where: str) -> None:
+    """Raises ``ValueError`` when a group size or an optimizer is given for a block format
+    (the format fixes both: blocks of 32, scale = absmax-based as llama.cpp)."""
+    if qtype.is_block and group_size is not None:
+        raise ValueError(f"{where}: {qtype} has a fixed block of {qtype.block_size} input features; "
+                         f"group_size must be None, got {group_size!r}")
+    if qtype.is_block and optimizer is not None:
+        raise ValueError(f"{where}: {qtype} fixes its scales (llama.cpp's rounding); optimizer must be None, "
+                         f"got {optimizer!r}")
+
+
+@torch.no_grad()
+def _quantize_blocks(weight: torch.Tensor, qtype: QType) -> QTensor:
+    check_block_divides(qtype, weight.shape, "quantize_weight")
+    n, k = weight_matrix_shape(weight.shape)
+    w = weight.detach().reshape(n, k)
+    if w.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        w = w.float()
+    blocks = ops.quantize_q4_0(w) if qtype.name == "qgguf_q4_0" else ops.quantize_q8_0(w)
+    return QTensor(blocks, None, None, qtype, None, None, weight.shape, weight.dtype)
+
+
 def quantize_weight(weight: torch.Tensor, qtype, group_size: Optional[int] = None, optimizer=None) -> QTensor:
     """Quantizes a float weight to a :class:`QTensor`.
 
@@ -169,12 +235,20 @@ def quantize_weight(weight: torch.Tensor, qtype, group_size: Optional[int] = Non
     product of all dims but the first); ``None`` means one scale per output row.
     ``optimizer``: name or object (see :mod:`lowbit.optimizers`); default absmax for
     8-bit / float8, minmax for 2 / 4 bits.
+
+    Block formats (``"q4_0"``, ``"q8_0"``): ``K`` must be a multiple of 32 and
+    ``group_size`` / ``optimizer`` must be None (``ValueError`` otherwise); the codes
+    are the GGUF block bytes of ``lowbit.ops.quantize_q4_0`` / ``quantize_q8_0``, which
+    refuse NaN / inf (RuntimeError).
     """
     from ..optimizers import default_optimizer, get_optimizer
     qtype = as_qtype(qtype)
-    optimizer = get_optimizer(optimizer) or default_optimizer(qtype)
     if not weight.is_floating_point():
         raise ValueError(f"quantize_weight: expected a float weight, got {weight.dtype}")
+    if qtype.is_block:
+        check_block_options(qtype, group_size, optimizer, "quantize_weight")
+        return _quantize_blocks(weight, qtype)
+    optimizer = get_optimizer(optimizer) or default_optimizer(qtype)
     n, k = weight_matrix_shape(weight.shape)
     if group_size is not None and (group_size <= 0 or k % group_size):
         raise ValueError(f"quantize_weight: group_size {group_size} does not divide the {k} input features "
