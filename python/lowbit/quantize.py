@@ -115,7 +115,8 @@ def quantize(model: nn.Module, weights: Union[QType, str, None] = "qint8",
             divide a module's input features raises ``ValueError`` naming the module. GGUF
             formats have blocks of 32: ``group_size`` must be None, and every quantized module
             needs input features that are a multiple of 32 (``ValueError`` naming it otherwise).
-        optimizer: ``"absmax"``, ``"minmax"``, ``"hqq"`` or an object (see :mod:`lowbit.optimizers`);
+        optimizer: ``"absmax"``, ``"minmax"``, ``"hqq"``, ``"gptq"`` (needs calibration inputs, see
+            :mod:`lowbit.optimizers.gptq`) or an object (see :mod:`lowbit.optimizers`);
             must be None for the GGUF formats (llama.cpp's rounding).
         include / exclude: glob patterns (``fnmatch``) on module names, a string or a list.
         inplace: False quantizes a deep copy and leaves ``model`` untouched.
@@ -139,7 +140,7 @@ def quantize(model: nn.Module, weights: Union[QType, str, None] = "qint8",
         raise ValueError(f"quantize: activation_granularity must be one of {list(ACTIVATION_GRANULARITIES)}, "
                          f"got {activation_granularity!r}")
     opt = get_optimizer(optimizer)
-    if opt is not None and wq is not None and wq.is_float and optimizer_name(opt) in ("minmax", "hqq"):
+    if opt is not None and wq is not None and wq.is_float and optimizer_name(opt) in ("minmax", "hqq", "gptq"):
         raise ValueError(f"quantize: the {optimizer_name(opt)} optimizer needs integer weights, got {wq}")
     include, exclude = _patterns(include), _patterns(exclude)
     plan = _plan(model, wq, aq, group_size, opt, include, exclude, activation_granularity)  # validates before changing anything

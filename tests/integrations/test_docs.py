@@ -1,4 +1,4 @@
-"""The code blocks of docs/transformers.md and docs/cli.md run as written: ```python blocks are
+"""The code blocks of every page of docs/ that has any run as written: ```python blocks are
 executed in order in one namespace, ```console lines ``$ lowbit ...`` through lowbit.cli.main,
 all in an empty temporary folder."""
 import os
@@ -31,7 +31,14 @@ def run_blocks(path, capsys):
                 assert rc == 0, f"{line!r} failed: {err}"
 
 
-@pytest.mark.parametrize("doc", ["transformers.md", "cli.md"])
+RUNNABLE = sorted(p.name for p in DOCS.glob("*.md") if re.search(r"```(python|console)\n", p.read_text()))
+
+
+def test_every_user_guide_page_with_code_is_covered():
+    assert {"transformers.md", "cli.md", "workflow.md"} <= set(RUNNABLE)
+
+
+@pytest.mark.parametrize("doc", RUNNABLE)
 def test_doc_blocks_run(doc, tmp_path, monkeypatch, capsys):
     if doc == "transformers.md":
         pytest.importorskip("accelerate")  # its device_map block

@@ -31,6 +31,7 @@ class QLinear(QModuleMixin, nn.Linear):
         return q
 
     def forward(self, input):
+        self.observe_input(input)
         fused = self._w8a8_per_token(input)
         if fused is not None:
             return fused

@@ -126,8 +126,34 @@ class QModuleMixin:
         """Replaces the float weight by its QTensor (the float storage is released)."""
         if self.weight_qtype is None or self.frozen:
             return
-        qweight = quantize_weight(self.weight, self.weight_qtype, self.group_size, self.optimizer)
+        gram = None
+        if self._collects_input_gram():
+            count = getattr(self, "_input_count", 0)
+            if not count:
+                raise ValueError(f"freeze: the {optimizer_name(self.optimizer)} optimizer needs calibration inputs: "
+                                 "run samples through the model under `with lowbit.Calibration():` before freeze()")
+            gram = self._input_gram / count
+        qweight = quantize_weight(self.weight, self.weight_qtype, self.group_size, self.optimizer, gram)
         self.weight = nn.Parameter(qweight, requires_grad=False)
+        self._input_gram, self._input_count = None, 0
+
+    # ---- calibration inputs for output-aware optimizers (GPTQ) ----
+    def _collects_input_gram(self) -> bool:
+        return (getattr(self.optimizer, "needs_input_gram", False) and isinstance(self, nn.Linear)
+                and self.weight_qtype is not None and not self.weight_qtype.is_float)
+
+    def observe_input(self, x: torch.Tensor) -> None:
+        """Under Calibration, adds ``X^T X`` of this input (float32) to the module's Gram
+        matrix when its optimizer needs one (GPTQ); a no-op otherwise."""
+        if active_calibration() is None or self.frozen or not self._collects_input_gram():
+            return
+        with torch.no_grad():
+            rows = x.detach().reshape(-1, x.shape[-1]).float()
+            if getattr(self, "_input_gram", None) is None:
+                self._input_gram = torch.zeros(rows.shape[1], rows.shape[1], device=rows.device)
+                self._input_count = 0
+            self._input_gram.addmm_(rows.T, rows)
+            self._input_count += rows.shape[0]
 
     # ---- activations ----
     def quantize_activation(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,15 +11,16 @@ of that granularity (``[N, 1]`` or ``[N, K // group_size]``) and ``zero_point`` 
 from typing import Union
 
 from .base import Optimizer, AbsmaxOptimizer, MinMaxOptimizer
+from .gptq import GptqOptimizer
 from .hqq import HqqOptimizer
 
-__all__ = ["Optimizer", "AbsmaxOptimizer", "MinMaxOptimizer", "HqqOptimizer", "get_optimizer", "OPTIMIZERS"]
+__all__ = ["Optimizer", "AbsmaxOptimizer", "MinMaxOptimizer", "HqqOptimizer", "GptqOptimizer", "get_optimizer", "OPTIMIZERS"]
 
-OPTIMIZERS = {"absmax": AbsmaxOptimizer, "minmax": MinMaxOptimizer, "hqq": HqqOptimizer}
+OPTIMIZERS = {"absmax": AbsmaxOptimizer, "minmax": MinMaxOptimizer, "hqq": HqqOptimizer, "gptq": GptqOptimizer}
 
 
 def get_optimizer(value: Union[str, Optimizer, None]):
-    """An optimizer instance from a name (``"absmax"``, ``"minmax"``, ``"hqq"``), an
+    """An optimizer instance from a name (``"absmax"``, ``"minmax"``, ``"hqq"``, ``"gptq"``), an
     object implementing the interface, or ``None`` (returns ``None``: the default for
     the qtype is chosen later, see :func:`default_optimizer`)."""
     if value is None:

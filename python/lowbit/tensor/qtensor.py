@@ -228,7 +228,8 @@ def _quantize_blocks(weight: torch.Tensor, qtype: QType) -> QTensor:
     return QTensor(blocks, None, None, qtype, None, None, weight.shape, weight.dtype)
 
 
-def quantize_weight(weight: torch.Tensor, qtype, group_size: Optional[int] = None, optimizer=None) -> QTensor:
+def quantize_weight(weight: torch.Tensor, qtype, group_size: Optional[int] = None, optimizer=None,
+                    input_gram: Optional[torch.Tensor] = None) -> QTensor:
     """Quantizes a float weight to a :class:`QTensor`.
 
     ``group_size``: groups of consecutive input features (it must divide ``K``, the
@@ -240,6 +241,9 @@ def quantize_weight(weight: torch.Tensor, qtype, group_size: Optional[int] = Non
     ``group_size`` / ``optimizer`` must be None (``ValueError`` otherwise); the codes
     are the GGUF block bytes of ``lowbit.ops.quantize_q4_0`` / ``quantize_q8_0``, which
     refuse NaN / inf (RuntimeError).
+
+    ``input_gram``: the Gram matrix ``X^T X / n`` ``[K, K]`` of calibration inputs, for
+    optimizers that minimise the output error (``"gptq"``, which then needs it).
     """
     from ..optimizers import default_optimizer, get_optimizer
     qtype = as_qtype(qtype)
@@ -257,6 +261,11 @@ def quantize_weight(weight: torch.Tensor, qtype, group_size: Optional[int] = Non
     w = weight.detach().reshape(n, k)
     if w.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         w = w.float()
-    codes, scale, zero_point = _quantize_matrix(w, qtype, axis, group_size, optimizer)
+    if getattr(optimizer, "needs_input_gram", False) and input_gram is not None:
+        codes, scale, zero_point = optimizer.quantize_codes(w, qtype, group_size, input_gram)
+        if qtype.is_packed:
+            codes = ops.pack_bits(codes, qtype.bits)
+    else:
+        codes, scale, zero_point = _quantize_matrix(w, qtype, axis, group_size, optimizer)
     return QTensor(codes, scale.float(), None if zero_point is None else zero_point.float(), qtype, axis,
                    group_size, weight.shape, weight.dtype)
