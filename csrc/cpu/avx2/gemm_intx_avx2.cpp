@@ -155,7 +155,21 @@ inline void i8_tile(const uint8_t* wrow, const float* srow, int64_t g, const int
     for (int r = 0; r < MR; ++r) f[r] = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16[r], ones));
   };
   int64_t k = k0;
-  if (UNIFORM) {
+  if (UNIFORM && MR >= 3) {
+    // one scale per chunk: x's lane scales times the group's scale (no per-group
+    // accumulators, which would not fit the 16 ymm registers next to MR x 3 others)
+    while (k < k1) {
+      const int64_t gi = k / g;
+      const int64_t kend = std::min(k1, (gi + 1) * g);
+      const __m256 vs = _mm256_set1_ps(srow[gi]);
+      for (; k < kend; k += CH) {
+        __m256 f[MR];
+        chunk(k, f);
+        for (int r = 0; r < MR; ++r)
+          acc[r] = _mm256_fmadd_ps(f[r], _mm256_mul_ps(_mm256_loadu_ps(lane_dx + r * ldl + k / 8), vs), acc[r]);
+      }
+    }
+  } else if (UNIFORM) {
     while (k < k1) {
       const int64_t gi = k / g;
       const int64_t kend = std::min(k1, (gi + 1) * g);
