@@ -186,7 +186,8 @@ inline void i8_tile(const uint8_t* wrow, const float* srow, int64_t g, const int
   } else {
     for (; k < k1; k += CH) {
       constexpr int64_t LE = CH / 8;  // elements per lane
-      const __m256 svec = _mm256_setr_ps(srow[(k + 0 * LE) / g], srow[(k + 1 * LE) / g], srow[(k + 2 * LE) / g],
+      // two groups per chunk (2-bit, group 64): lanes 0-3 and 4-7, two broadcasts
+      const __m256 svec = CH == 2 * g ? _mm256_setr_m128(_mm_set1_ps(srow[k / g]), _mm_set1_ps(srow[k / g + 1])) : _mm256_setr_ps(srow[(k + 0 * LE) / g], srow[(k + 1 * LE) / g], srow[(k + 2 * LE) / g],
                                          srow[(k + 3 * LE) / g], srow[(k + 4 * LE) / g], srow[(k + 5 * LE) / g],
                                          srow[(k + 6 * LE) / g], srow[(k + 7 * LE) / g]);
       __m256 f[MR];
@@ -198,6 +199,46 @@ inline void i8_tile(const uint8_t* wrow, const float* srow, int64_t g, const int
   for (int r = 0; r < MR; ++r) out[r] = hsum8(acc[r]);
 }
 
+// M = 1, one scale per chunk (UNIFORM): four weight rows at once against the one row of
+// x (x codes and lane scales re-read from L1 per row; per-group accumulators as i8_tile).
+// Four independent weight streams keep more memory reads in flight than one.
+template <int BITS>
+inline void i8_gemv4(const uint8_t* w0, int64_t row_bytes, const float* s0, int64_t G, int64_t g, const int8_t* xq,
+                     const float* lane_dx, int64_t K, float* out) {
+  constexpr int NV = 8 / BITS;
+  constexpr int64_t CH = 32 * NV;
+  const __m256i mask = _mm256_set1_epi8(static_cast<char>((1 << BITS) - 1));
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[4];
+  for (int j = 0; j < 4; ++j) acc[j] = _mm256_setzero_ps();
+  int64_t k = 0;
+  while (k < K) {
+    const int64_t gi = k / g;
+    const int64_t kend = std::min(K, (gi + 1) * g);
+    __m256 accg[4];
+    for (int j = 0; j < 4; ++j) accg[j] = _mm256_setzero_ps();
+    for (; k < kend; k += CH) {
+      if (((k / NV) & 63) == 0)  // the rows of the tile after next, into L2, at the rate they are used
+        for (int j = 0; j < 4; ++j)
+          _mm_prefetch(reinterpret_cast<const char*>(w0 + (8 + j) * row_bytes + k / NV), _MM_HINT_T1);
+      for (int j = 0; j < 4; ++j) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + j * row_bytes + k / NV));
+        __m256i s16 = _mm256_setzero_si256();
+        for (int fi = 0; fi < NV; ++fi) {
+          const __m256i qf = _mm256_and_si256(fi == 0 ? v : _mm256_srli_epi16(v, BITS * fi), mask);
+          const __m256i p =
+              _mm256_maddubs_epi16(qf, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + k + 32 * fi)));
+          s16 = fi == 0 ? p : _mm256_add_epi16(s16, p);
+        }
+        const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
+        accg[j] = _mm256_fmadd_ps(f, _mm256_loadu_ps(lane_dx + k / 8), accg[j]);
+      }
+    }
+    for (int j = 0; j < 4; ++j) acc[j] = _mm256_fmadd_ps(accg[j], _mm256_set1_ps(s0[j * G + gi]), acc[j]);
+  }
+  for (int j = 0; j < 4; ++j) out[j] = hsum8(acc[j]);
+}
+
 template <int BITS, int MR, bool UNIFORM>
 void i8_rows(const IntxWeights& w, const IntxInt8Ws& s, int64_t m, const float* bias, float* y, int64_t n0,
              int64_t n1) {
@@ -207,11 +248,23 @@ void i8_rows(const IntxWeights& w, const IntxInt8Ws& s, int64_t m, const float* 
   for (int64_t kc = 0; kc < K; kc += Kc) {
     const int64_t ke = std::min(K, kc + Kc);
     const bool last = ke == K;
+    float out4[4];
     for (int64_t n = n0; n < n1; ++n) {
       const float* srow = w.scale + n * G;
       float out[MR];
-      i8_tile<BITS, MR, UNIFORM>(w.packed + n * row_bytes, srow, w.group_size, s.q + m * K, s.lane_dx + m * (K / 8),
-                                 K, kc, ke, out);
+      if (MR == 1 && UNIFORM && Kc == K) {
+        // four rows per i8_gemv4 call; rows n + 1 .. n + 3 take their sums from out4
+        const int64_t j = (n - n0) % 4;
+        if (j == 0 && n + 4 <= n1)
+          i8_gemv4<BITS>(w.packed + n * row_bytes, row_bytes, srow, G, w.group_size, s.q + m * K,
+                         s.lane_dx + m * (K / 8), K, out4);
+        if (n - j + 4 <= n1) out[0] = out4[j];
+        else i8_tile<BITS, MR, UNIFORM>(w.packed + n * row_bytes, srow, w.group_size, s.q + m * K,
+                                        s.lane_dx + m * (K / 8), K, kc, ke, out);
+      } else {
+        i8_tile<BITS, MR, UNIFORM>(w.packed + n * row_bytes, srow, w.group_size, s.q + m * K,
+                                   s.lane_dx + m * (K / 8), K, kc, ke, out);
+      }
       for (int r = 0; r < MR; ++r) {
         float* dst = y + (m + r) * w.N + n;
         float v = kc == 0 ? out[r] : *dst + out[r];
