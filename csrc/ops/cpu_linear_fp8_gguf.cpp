@@ -12,6 +12,7 @@
 #include "cpu/kernel_trace.h"
 #include "ops/checks.h"
 #include "ops/linear_common.h"
+#include "ops/linear_weights.h"
 
 namespace lowbit::ops {
 namespace {
@@ -60,16 +61,8 @@ const float* bias_ptr(const LinearArgs& a) { return a.bias.defined() ? a.bias.co
 at::Tensor linear_fp8(const at::Tensor& x, const at::Tensor& q_in, const at::Tensor& scale_in,
                       const std::optional<at::Tensor>& bias) {
   constexpr const char* op = "linear_fp8";
-  TORCH_CHECK(q_in.scalar_type() == at::kFloat8_e4m3fn || q_in.scalar_type() == at::kFloat8_e5m2, "lowbit.", op,
-              ": expected q of dtype torch.float8_e4m3fn or torch.float8_e5m2, got ", q_in.scalar_type());
-  TORCH_CHECK(q_in.dim() == 2, "lowbit.", op, ": expected q of rank 2 ([N, K]), got shape ", q_in.sizes());
-  check_same_device(q_in, x, op, "q", "x");
-  const int64_t N = q_in.size(0), K = q_in.size(1);
-  check_dtype(scale_in, at::kFloat, op, "scale");
-  check_same_device(scale_in, x, op, "scale", "x");
-  TORCH_CHECK(scale_in.dim() == 2 && scale_in.size(1) == 1 && (scale_in.size(0) == N || scale_in.size(0) == 1),
-              "lowbit.", op, ": expected scale of shape [", N, ", 1] (per output channel) or [1, 1], got ",
-              scale_in.sizes());
+  const WeightShape shape = check_fp8_weight(x, q_in, scale_in);
+  const int64_t N = shape.N, K = shape.K;
   LinearArgs a = prepare_linear(x, N, K, bias, op);
   if (a.M == 0 || N == 0) return a.y;
   const at::Tensor q = q_in.contiguous(), scale = scale_in.contiguous();

@@ -12,6 +12,7 @@
 #include "cpu/kernel_trace.h"
 #include "cpu/panel_gemm.h"
 #include "ops/linear_common.h"
+#include "ops/linear_weights.h"
 
 namespace lowbit::ops {
 namespace {
@@ -30,15 +31,8 @@ int64_t channels_per_task(int64_t N, int64_t M, int64_t K) {
 
 at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scale,
                        const std::optional<at::Tensor>& bias, bool int8_activations) {
-  check_dtype(codes, at::kChar, kOp, "codes");
-  TORCH_CHECK(codes.dim() == 2, "lowbit.linear_int8: expected codes of rank 2 ([N, K]), got shape ", codes.sizes());
-  check_same_device(codes, x, kOp, "codes", "x");
-  const int64_t N = codes.size(0), K = codes.size(1);
-  check_dtype(scale, at::kFloat, kOp, "scale");
-  check_same_device(scale, x, kOp, "scale", "x");
-  TORCH_CHECK(scale.dim() == 2 && scale.size(0) == N && scale.size(1) == 1,
-              "lowbit.linear_int8: expected scale of shape [", N, ", 1] (one per output channel), got ",
-              scale.sizes());
+  const WeightShape shape = check_int8_weight(x, codes, scale);
+  const int64_t N = shape.N, K = shape.K;
   LinearArgs a = prepare_linear(x, N, K, bias, kOp);
   const int64_t M = a.M;
   if (M == 0 || N == 0) return a.y;

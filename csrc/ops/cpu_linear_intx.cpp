@@ -11,6 +11,7 @@
 #include "cpu/kernel_trace.h"
 #include "ops/checks.h"
 #include "ops/linear_common.h"
+#include "ops/linear_weights.h"
 
 namespace lowbit::ops {
 namespace {
@@ -23,27 +24,8 @@ const T* data_as(const at::Tensor& t) { return reinterpret_cast<const T*>(t.cons
 at::Tensor linear_intx(const at::Tensor& x, const at::Tensor& packed_in, const at::Tensor& scale_in,
                        const std::optional<at::Tensor>& zero_point_in, int64_t bits,
                        const std::optional<at::Tensor>& bias, bool int8_activations) {
-  TORCH_CHECK(bits == 2 || bits == 4, "lowbit.", kOp, ": expected bits 2 or 4, got ", bits,
-              bits == 8 ? " (8-bit codes use lowbit.linear_int8)" : "");
-  check_dtype(packed_in, at::kByte, kOp, "packed");
-  TORCH_CHECK(packed_in.dim() == 2, "lowbit.", kOp, ": expected packed of rank 2 ([N, K * bits / 8]), got shape ",
-              packed_in.sizes());
-  check_dtype(scale_in, at::kFloat, kOp, "scale");
-  TORCH_CHECK(scale_in.dim() == 2, "lowbit.", kOp, ": expected scale of rank 2 ([N, K / group_size]), got shape ",
-              scale_in.sizes());
-  check_same_device(packed_in, x, kOp, "packed", "x");
-  check_same_device(scale_in, x, kOp, "scale", "x");
-  const int64_t N = packed_in.size(0);
-  const int64_t K = packed_in.size(1) * 8 / bits;
-  TORCH_CHECK(scale_in.size(0) == N, "lowbit.", kOp, ": expected scale with N = ", N,
-              " rows (packed has N rows), got shape ", scale_in.sizes());
-  const int64_t G = scale_in.size(1);
-  TORCH_CHECK(G >= 1 && K % G == 0, "lowbit.", kOp, ": expected scale of shape [N, K / group_size] with K = ", K,
-              " (from packed of shape ", packed_in.sizes(), ", bits = ", bits, "), got ", scale_in.sizes());
-  const int64_t group_size = K / G;
-  TORCH_CHECK(K == 0 || group_size % 8 == 0, "lowbit.", kOp, ": expected group_size = K / scale.size(1) to be a multiple of 8, got ",
-              group_size, " (K = ", K, ", scale shape ", scale_in.sizes(), ")");
-  check_zero_point(zero_point_in, scale_in, kOp);
+  const WeightShape ws_shape = check_intx_weight(x, packed_in, scale_in, zero_point_in, bits);
+  const int64_t N = ws_shape.N, K = ws_shape.K, group_size = ws_shape.group_size;
   LinearArgs a = prepare_linear(x, N, K, bias, kOp);
   if (a.M == 0 || N == 0) return a.y;
   if (K == 0) {

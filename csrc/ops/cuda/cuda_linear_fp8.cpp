@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "ops/cuda/cuda_linear_common.h"
+#include "ops/linear_weights.h"
 
 namespace lowbit::ops {
 namespace {
@@ -18,16 +19,8 @@ at::Tensor linear_fp8_cuda(const at::Tensor& x, const at::Tensor& q_in, const at
                            const std::optional<at::Tensor>& bias) {
   using namespace cuda_linear;
   namespace g = lowbit::cuda::gemm;
-  TORCH_CHECK(q_in.scalar_type() == at::kFloat8_e4m3fn || q_in.scalar_type() == at::kFloat8_e5m2, "lowbit.", kOp,
-              ": expected q of dtype torch.float8_e4m3fn or torch.float8_e5m2, got ", q_in.scalar_type());
-  TORCH_CHECK(q_in.dim() == 2, "lowbit.", kOp, ": expected q of rank 2 ([N, K]), got shape ", q_in.sizes());
-  check_same_device(q_in, x, kOp, "q", "x");
-  const int64_t N = q_in.size(0), K = q_in.size(1);
-  check_dtype(scale_in, at::kFloat, kOp, "scale");
-  check_same_device(scale_in, x, kOp, "scale", "x");
-  TORCH_CHECK(scale_in.dim() == 2 && scale_in.size(1) == 1 && (scale_in.size(0) == N || scale_in.size(0) == 1),
-              "lowbit.", kOp, ": expected scale of shape [", N, ", 1] (per output channel) or [1, 1], got ",
-              scale_in.sizes());
+  const WeightShape shape = check_fp8_weight(x, q_in, scale_in);
+  const int64_t N = shape.N, K = shape.K;
   check_cuda_device(x, kOp);  // before the guard, which would reject a CPU x with its own message
   c10::cuda::CUDAGuard guard(x.device());
   LinearArgs a = prepare_linear(x, N, K, bias, kOp);

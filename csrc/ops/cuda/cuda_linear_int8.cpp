@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "ops/cuda/cuda_linear_common.h"
+#include "ops/linear_weights.h"
 
 namespace lowbit::ops {
 namespace {
@@ -19,16 +20,8 @@ at::Tensor linear_int8_cuda(const at::Tensor& x, const at::Tensor& codes_in, con
                             const std::optional<at::Tensor>& bias, bool int8_activations) {
   using namespace cuda_linear;
   namespace g = lowbit::cuda::gemm;
-  check_dtype(codes_in, at::kChar, kOp, "codes");
-  TORCH_CHECK(codes_in.dim() == 2, "lowbit.linear_int8: expected codes of rank 2 ([N, K]), got shape ",
-              codes_in.sizes());
-  check_same_device(codes_in, x, kOp, "codes", "x");
-  const int64_t N = codes_in.size(0), K = codes_in.size(1);
-  check_dtype(scale_in, at::kFloat, kOp, "scale");
-  check_same_device(scale_in, x, kOp, "scale", "x");
-  TORCH_CHECK(scale_in.dim() == 2 && scale_in.size(0) == N && scale_in.size(1) == 1,
-              "lowbit.linear_int8: expected scale of shape [", N, ", 1] (one per output channel), got ",
-              scale_in.sizes());
+  const WeightShape shape = check_int8_weight(x, codes_in, scale_in);
+  const int64_t N = shape.N, K = shape.K;
   check_cuda_device(x, kOp);  // before the guard, which would reject a CPU x with its own message
   c10::cuda::CUDAGuard guard(x.device());
   LinearArgs a = prepare_linear(x, N, K, bias, kOp);

@@ -1,0 +1,77 @@
+// Checks of the weight arguments of the mixed-precision linear ops, shared by the CPU
+// and the CUDA glue so that every device rejects bad input with the same message. Each
+// returns the weight's shape; the checks of x and bias are in linear_common.h.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <optional>
+
+#include "ops/checks.h"
+
+namespace lowbit::ops {
+
+struct WeightShape {
+  int64_t N, K;
+  int64_t group_size;  // linear_intx only
+};
+
+// linear_intx: packed uint8 [N, K * bits / 8], scale / zero_point float32 [N, K / group_size].
+inline WeightShape check_intx_weight(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
+                                     const std::optional<at::Tensor>& zero_point, int64_t bits) {
+  constexpr const char* op = "linear_intx";
+  TORCH_CHECK(bits == 2 || bits == 4, "lowbit.", op, ": expected bits 2 or 4, got ", bits,
+              bits == 8 ? " (8-bit codes use lowbit.linear_int8)" : "");
+  check_dtype(packed, at::kByte, op, "packed");
+  TORCH_CHECK(packed.dim() == 2, "lowbit.", op, ": expected packed of rank 2 ([N, K * bits / 8]), got shape ",
+              packed.sizes());
+  check_dtype(scale, at::kFloat, op, "scale");
+  TORCH_CHECK(scale.dim() == 2, "lowbit.", op, ": expected scale of rank 2 ([N, K / group_size]), got shape ",
+              scale.sizes());
+  check_same_device(packed, x, op, "packed", "x");
+  check_same_device(scale, x, op, "scale", "x");
+  const int64_t N = packed.size(0);
+  const int64_t K = packed.size(1) * 8 / bits;
+  TORCH_CHECK(scale.size(0) == N, "lowbit.", op, ": expected scale with N = ", N, " rows (packed has N rows), got shape ",
+              scale.sizes());
+  const int64_t G = scale.size(1);
+  TORCH_CHECK(G >= 1 && K % G == 0, "lowbit.", op, ": expected scale of shape [N, K / group_size] with K = ", K,
+              " (from packed of shape ", packed.sizes(), ", bits = ", bits, "), got ", scale.sizes());
+  const int64_t group_size = K / G;
+  TORCH_CHECK(K == 0 || group_size % 8 == 0, "lowbit.", op,
+              ": expected group_size = K / scale.size(1) to be a multiple of 8, got ", group_size, " (K = ", K,
+              ", scale shape ", scale.sizes(), ")");
+  check_zero_point(zero_point, scale, op);
+  return {N, K, group_size};
+}
+
+// linear_int8: codes int8 [N, K], scale float32 [N, 1].
+inline WeightShape check_int8_weight(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scale) {
+  constexpr const char* op = "linear_int8";
+  check_dtype(codes, at::kChar, op, "codes");
+  TORCH_CHECK(codes.dim() == 2, "lowbit.linear_int8: expected codes of rank 2 ([N, K]), got shape ", codes.sizes());
+  check_same_device(codes, x, op, "codes", "x");
+  const int64_t N = codes.size(0), K = codes.size(1);
+  check_dtype(scale, at::kFloat, op, "scale");
+  check_same_device(scale, x, op, "scale", "x");
+  TORCH_CHECK(scale.dim() == 2 && scale.size(0) == N && scale.size(1) == 1,
+              "lowbit.linear_int8: expected scale of shape [", N, ", 1] (one per output channel), got ",
+              scale.sizes());
+  return {N, K, 0};
+}
+
+// linear_fp8: q float8 (e4m3fn / e5m2) [N, K], scale float32 [N, 1] or [1, 1].
+inline WeightShape check_fp8_weight(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale) {
+  constexpr const char* op = "linear_fp8";
+  TORCH_CHECK(q.scalar_type() == at::kFloat8_e4m3fn || q.scalar_type() == at::kFloat8_e5m2, "lowbit.", op,
+              ": expected q of dtype torch.float8_e4m3fn or torch.float8_e5m2, got ", q.scalar_type());
+  TORCH_CHECK(q.dim() == 2, "lowbit.", op, ": expected q of rank 2 ([N, K]), got shape ", q.sizes());
+  check_same_device(q, x, op, "q", "x");
+  const int64_t N = q.size(0), K = q.size(1);
+  check_dtype(scale, at::kFloat, op, "scale");
+  check_same_device(scale, x, op, "scale", "x");
+  TORCH_CHECK(scale.dim() == 2 && scale.size(1) == 1 && (scale.size(0) == N || scale.size(0) == 1), "lowbit.", op,
+              ": expected scale of shape [", N, ", 1] (per output channel) or [1, 1], got ", scale.sizes());
+  return {N, K, 0};
+}
+
+}  // namespace lowbit::ops
