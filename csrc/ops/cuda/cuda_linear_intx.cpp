@@ -22,6 +22,7 @@ at::Tensor linear_intx_cuda(const at::Tensor& x, const at::Tensor& packed_in, co
   (void)int8_activations;  // ignored on CUDA: the 16-bit tensor-core path is exact and memory-bound
   const WeightShape ws_shape = check_intx_weight(x, packed_in, scale_in, zero_point_in, bits);
   const int64_t N = ws_shape.N, K = ws_shape.K, group_size = ws_shape.group_size;
+  const int64_t G = scale_in.size(1);  // groups per row
   check_cuda_device(x, kOp);  // before the guard, which would reject a CPU x with its own message
   c10::cuda::CUDAGuard guard(x.device());
   LinearArgs a = prepare_linear(x, N, K, bias, kOp);
