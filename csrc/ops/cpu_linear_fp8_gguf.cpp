@@ -90,14 +90,8 @@ using GgufI8Fn = void (*)(const int8_t*, const float*, const int32_t*, const uin
 
 at::Tensor linear_gguf(const at::Tensor& x, const at::Tensor& blocks_in, const std::optional<at::Tensor>& bias,
                        bool int8_activations, const char* op, int64_t block_bytes, GgufF32Fn f32_fn, GgufI8Fn i8_fn) {
-  check_dtype(blocks_in, at::kByte, op, "blocks");
-  TORCH_CHECK(blocks_in.dim() == 2, "lowbit.", op, ": expected blocks of rank 2 ([N, K / 32 * ", block_bytes,
-              "]), got shape ", blocks_in.sizes());
-  check_same_device(blocks_in, x, op, "blocks", "x");
-  TORCH_CHECK(blocks_in.size(1) % block_bytes == 0, "lowbit.", op, ": expected the last axis of blocks to be a multiple of ",
-              block_bytes, " bytes (one block of 32 weights each), got ", blocks_in.size(1), " (shape ",
-              blocks_in.sizes(), ")");
-  const int64_t N = blocks_in.size(0), K = blocks_in.size(1) / block_bytes * kGgufBlock;
+  const WeightShape shape = check_gguf_weight(x, blocks_in, op, block_bytes);
+  const int64_t N = shape.N, K = shape.K;
   LinearArgs a = prepare_linear(x, N, K, bias, op);
   if (a.M == 0 || N == 0) return a.y;
   const at::Tensor blocks = blocks_in.contiguous();

@@ -74,4 +74,17 @@ inline WeightShape check_fp8_weight(const at::Tensor& x, const at::Tensor& q, co
   return {N, K, 0};
 }
 
+// linear_q8_0 / linear_q4_0: GGUF blocks uint8 [N, K / 32 * block_bytes] (34 or 18 bytes).
+inline WeightShape check_gguf_weight(const at::Tensor& x, const at::Tensor& blocks, const char* op,
+                                     int64_t block_bytes) {
+  check_dtype(blocks, at::kByte, op, "blocks");
+  TORCH_CHECK(blocks.dim() == 2, "lowbit.", op, ": expected blocks of rank 2 ([N, K / 32 * ", block_bytes,
+              "]), got shape ", blocks.sizes());
+  check_same_device(blocks, x, op, "blocks", "x");
+  TORCH_CHECK(blocks.size(1) % block_bytes == 0, "lowbit.", op,
+              ": expected the last axis of blocks to be a multiple of ", block_bytes,
+              " bytes (one block of 32 weights each), got ", blocks.size(1), " (shape ", blocks.sizes(), ")");
+  return {blocks.size(0), blocks.size(1) / block_bytes * 32, 0};
+}
+
 }  // namespace lowbit::ops

@@ -22,6 +22,7 @@
 #include "cpu/kernel_trace.h"
 #include "cuda/gguf.cuh"
 #include "ops/checks.h"
+#include "ops/linear_weights.h"
 #include "ops/linear_common.h"
 
 namespace lowbit::ops {
@@ -98,14 +99,8 @@ at::Tensor dequantize_q4_0_cuda(const at::Tensor& blocks, at::ScalarType dtype) 
 // in x's dtype (the CPU op adds it in float32).
 at::Tensor linear_gguf_cuda(const at::Tensor& x, const at::Tensor& blocks_in, const std::optional<at::Tensor>& bias,
                             const char* op, int64_t block_bytes, DequantizeLaunch launch) {
-  check_dtype(blocks_in, at::kByte, op, "blocks");
-  TORCH_CHECK(blocks_in.dim() == 2, "lowbit.", op, ": expected blocks of rank 2 ([N, K / 32 * ", block_bytes,
-              "]), got shape ", blocks_in.sizes());
-  check_same_device(blocks_in, x, op, "blocks", "x");
-  TORCH_CHECK(blocks_in.size(1) % block_bytes == 0, "lowbit.", op, ": expected the last axis of blocks to be a multiple of ",
-              block_bytes, " bytes (one block of 32 weights each), got ", blocks_in.size(1), " (shape ",
-              blocks_in.sizes(), ")");
-  const int64_t N = blocks_in.size(0), K = blocks_in.size(1) / block_bytes * kGgufBlockElems;
+  const WeightShape shape = check_gguf_weight(x, blocks_in, op, block_bytes);
+  const int64_t N = shape.N, K = shape.K;
   const c10::cuda::CUDAGuard guard(x.device());
   LinearArgs a = prepare_linear(x, N, K, bias, op);
   check_cuda(x, op, "x");
