@@ -130,9 +130,10 @@ IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations) {
 size_t intx_workspace_bytes(const IntxPlan& plan, const IntxWeights& w, int64_t M) {
   switch (plan.kind) {
     case IntxKernel::PortableF32:
-    case IntxKernel::Avx2F32:
     case IntxKernel::Avx2PackedF32:
       return static_cast<size_t>(M * w.K) * sizeof(float);
+    case IntxKernel::Avx2F32:  // x permuted [M, K], then its per-group sums [M, K / group_size]
+      return static_cast<size_t>(M * w.K + M * (w.K / w.group_size)) * sizeof(float);
     default:
       return intx_int8_ws_bytes(M, w.K, w.K / w.group_size);
   }
@@ -145,7 +146,7 @@ void intx_prepare(const IntxPlan& plan, const IntxWeights& w, const T* x, int64_
     case IntxKernel::PortableF32: return prepare_portable_f32(w, x, static_cast<float*>(ws), m0, m1);
     case IntxKernel::PortableInt8: return prepare_portable_int8(w, x, M, ws, m0, m1);
 #if defined(LOWBIT_HAVE_AVX2)
-    case IntxKernel::Avx2F32: return avx2::intx_prepare_f32(w, x, static_cast<float*>(ws), m0, m1);
+    case IntxKernel::Avx2F32: return avx2::intx_prepare_f32(w, x, M, static_cast<float*>(ws), m0, m1);
     case IntxKernel::Avx2Int8: return avx2::intx_prepare_int8(w, x, M, ws, m0, m1);
     case IntxKernel::Avx2PackedF32: return prepare_portable_f32(w, x, static_cast<float*>(ws), m0, m1);
 #else

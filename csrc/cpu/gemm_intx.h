@@ -91,7 +91,7 @@ namespace avx2 {
 bool intx_f32_supported(const IntxWeights& w);
 bool intx_int8_supported(const IntxWeights& w);
 template <typename T>
-void intx_prepare_f32(const IntxWeights& w, const T* x, float* xp, int64_t m0, int64_t m1);
+void intx_prepare_f32(const IntxWeights& w, const T* x, int64_t M, float* xp, int64_t m0, int64_t m1);
 template <typename T>
 void intx_prepare_int8(const IntxWeights& w, const T* x, int64_t M, void* ws, int64_t m0, int64_t m1);
 void intx_compute_f32(const IntxWeights& w, const float* xp, int64_t M, const float* bias, float* y, int64_t n0,
