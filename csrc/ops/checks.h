@@ -51,6 +51,11 @@ inline void check_same_device(const at::Tensor& t, const at::Tensor& ref, const 
               ref_arg, " (", ref.device(), "), got ", t.device());
 }
 
+// The CUDA implementations take CUDA tensors only (the dispatcher routes on any argument).
+inline void check_cuda(const at::Tensor& t, const char* op, const char* arg) {
+  TORCH_CHECK(t.is_cuda(), "lowbit.", op, ": expected ", arg, " on a CUDA device, got ", t.device());
+}
+
 inline void check_bits(int64_t bits, const char* op) {
   TORCH_CHECK(bits == 2 || bits == 4 || bits == 8, "lowbit.", op,
               ": expected bits in {2, 4, 8}, got ", bits);

@@ -11,6 +11,7 @@
 
 #include "cpu/gguf.h"
 #include "ops/checks.h"
+#include "ops/layout_checks.h"
 
 namespace lowbit::ops {
 namespace {
@@ -34,13 +35,7 @@ int64_t quantize_erased(const void* x, uint8_t* out, int64_t nblocks) {
 
 at::Tensor quantize_blocks(const at::Tensor& x_in, const char* op, int64_t block_bytes, QuantizeFn f32,
                            QuantizeFn f16, QuantizeFn bf16) {
-  check_float(x_in, op, "x");
-  TORCH_CHECK(x_in.dim() >= 1, "lowbit.", op, ": expected x of rank >= 1 (blocks run along the last axis), got a 0-d tensor");
-  const int64_t k = x_in.size(-1);
-  TORCH_CHECK(k % kGgufBlockElems == 0, "lowbit.", op, ": expected the last axis K to be a multiple of ",
-              kGgufBlockElems, ", got K = ", k, " (input shape ", x_in.sizes(), ")");
-  std::vector<int64_t> shape(x_in.sizes().begin(), x_in.sizes().end());
-  shape.back() = k / kGgufBlockElems * block_bytes;
+  const std::vector<int64_t> shape = gguf_quantize_shape(x_in, op, block_bytes);
   at::Tensor out = at::empty(shape, x_in.options().dtype(at::kByte));
   const int64_t nblocks = x_in.numel() / kGgufBlockElems;
   if (nblocks == 0) return out;
@@ -75,15 +70,7 @@ void dequantize_erased(const uint8_t* blocks, void* y, int64_t nblocks) {
 
 at::Tensor dequantize_blocks(const at::Tensor& blocks_in, at::ScalarType dtype, const char* op, int64_t block_bytes,
                              DequantizeFn f32, DequantizeFn f16, DequantizeFn bf16) {
-  check_dtype(blocks_in, at::kByte, op, "blocks");
-  check_float_dtype_arg(dtype, op, "dtype");
-  TORCH_CHECK(blocks_in.dim() >= 1, "lowbit.", op, ": expected blocks of rank >= 1 (", block_bytes,
-              " bytes per block along the last axis), got a 0-d tensor");
-  const int64_t n = blocks_in.size(-1);
-  TORCH_CHECK(n % block_bytes == 0, "lowbit.", op, ": expected the last axis of blocks to be a multiple of ",
-              block_bytes, " bytes (one block each), got ", n, " (shape ", blocks_in.sizes(), ")");
-  std::vector<int64_t> shape(blocks_in.sizes().begin(), blocks_in.sizes().end());
-  shape.back() = n / block_bytes * kGgufBlockElems;
+  const std::vector<int64_t> shape = gguf_dequantize_shape(blocks_in, dtype, op, block_bytes);
   at::Tensor y = at::empty(shape, blocks_in.options().dtype(dtype));
   const int64_t nblocks = blocks_in.numel() / block_bytes;
   if (nblocks == 0) return y;

@@ -17,7 +17,6 @@
 namespace lowbit::ops {
 namespace {
 
-constexpr int64_t kGgufBlock = 32;
 // Output columns are handed to threads in units of this many (the AVX2 tiles
 // take 2 or 4 columns at a time).
 constexpr int64_t kColUnit = 4;
@@ -96,7 +95,7 @@ at::Tensor linear_gguf(const at::Tensor& x, const at::Tensor& blocks_in, const s
   if (a.M == 0 || N == 0) return a.y;
   const at::Tensor blocks = blocks_in.contiguous();
   const FloatIO io = float_io(a);
-  const int64_t M = a.M, nb = K / kGgufBlock;
+  const int64_t M = a.M, nb = K / cpu::kGgufBlockElems;
   const uint8_t* wp = blocks.const_data_ptr<uint8_t>();
   const float* bp = bias_ptr(a);
   const float* xp = io.xf.const_data_ptr<float>();

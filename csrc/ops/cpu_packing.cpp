@@ -10,6 +10,7 @@
 
 #include "cpu/packing.h"
 #include "ops/checks.h"
+#include "ops/layout_checks.h"
 
 namespace lowbit::ops {
 namespace {
@@ -18,12 +19,6 @@ namespace {
 // byte boundary for both bit widths.
 constexpr int64_t kTaskCodes = int64_t{1} << 16;
 
-int64_t packed_len(int64_t n, int64_t bits) { return (n * bits + 7) / 8; }
-
-void check_packing_bits(int64_t bits, const char* op) {
-  TORCH_CHECK(bits == 2 || bits == 4, "lowbit.", op, ": expected bits 2 or 4, got ", bits,
-              bits == 8 ? " (8-bit codes are stored one per int8 byte; there is nothing to pack)" : "");
-}
 
 // Splits `rows` rows of `n` codes into parallel tasks and calls
 // fn(code_offset, byte_offset, task_rows, task_n) for each. Rows whose length fills
@@ -53,21 +48,10 @@ void for_each_task(int64_t rows, int64_t n, int64_t bits, Fn fn) {
   });
 }
 
-int64_t rows_of(const at::Tensor& t) {
-  int64_t rows = 1;
-  for (int64_t d = 0; d + 1 < t.dim(); ++d) rows *= t.size(d);
-  return rows;
-}
-
 at::Tensor pack_bits(const at::Tensor& codes, int64_t bits) {
-  check_packing_bits(bits, "pack_bits");
-  check_dtype(codes, at::kChar, "pack_bits", "codes");
-  TORCH_CHECK(codes.dim() >= 1, "lowbit.pack_bits: expected codes of rank >= 1 (packing runs along the last axis), "
-              "got a 0-d tensor");
+  const std::vector<int64_t> shape = pack_bits_shape(codes, bits);
   const at::Tensor c = codes.contiguous();
   const int64_t n = c.size(-1), rows = rows_of(c);
-  std::vector<int64_t> shape(c.sizes().begin(), c.sizes().end());
-  shape.back() = packed_len(n, bits);
   at::Tensor out = at::empty(shape, c.options().dtype(at::kByte));
   const int8_t* src = c.const_data_ptr<int8_t>();
   uint8_t* dst = out.mutable_data_ptr<uint8_t>();
@@ -85,18 +69,9 @@ at::Tensor pack_bits(const at::Tensor& codes, int64_t bits) {
 }
 
 at::Tensor unpack_bits(const at::Tensor& packed, int64_t bits, int64_t n) {
-  check_packing_bits(bits, "unpack_bits");
-  check_dtype(packed, at::kByte, "unpack_bits", "packed");
-  TORCH_CHECK(n >= 0, "lowbit.unpack_bits: expected n >= 0, got ", n);
-  TORCH_CHECK(packed.dim() >= 1, "lowbit.unpack_bits: expected packed of rank >= 1 (packing runs along the last "
-              "axis), got a 0-d tensor");
-  const int64_t nb = packed_len(n, bits);
-  TORCH_CHECK(packed.size(-1) == nb, "lowbit.unpack_bits: expected the last axis of packed to hold ceil(n * bits / 8) = ",
-              nb, " bytes for n=", n, ", bits=", bits, ", got ", packed.size(-1), " (packed shape ", packed.sizes(), ")");
+  const std::vector<int64_t> shape = unpack_bits_shape(packed, bits, n);
   const at::Tensor p = packed.contiguous();
   const int64_t rows = rows_of(p);
-  std::vector<int64_t> shape(p.sizes().begin(), p.sizes().end());
-  shape.back() = n;
   at::Tensor out = at::empty(shape, p.options().dtype(at::kChar));
   const uint8_t* src = p.const_data_ptr<uint8_t>();
   int8_t* dst = out.mutable_data_ptr<int8_t>();

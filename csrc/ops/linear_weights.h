@@ -6,6 +6,7 @@
 
 #include <optional>
 
+#include "cpu/gguf.h"  // kGgufBlockElems
 #include "ops/checks.h"
 
 namespace lowbit::ops {
@@ -84,7 +85,7 @@ inline WeightShape check_gguf_weight(const at::Tensor& x, const at::Tensor& bloc
   TORCH_CHECK(blocks.size(1) % block_bytes == 0, "lowbit.", op,
               ": expected the last axis of blocks to be a multiple of ", block_bytes,
               " bytes (one block of 32 weights each), got ", blocks.size(1), " (shape ", blocks.sizes(), ")");
-  return {blocks.size(0), blocks.size(1) / block_bytes * 32, 0};
+  return {blocks.size(0), blocks.size(1) / block_bytes * cpu::kGgufBlockElems, 0};
 }
 
 }  // namespace lowbit::ops

@@ -23,6 +23,7 @@
 #include <new>
 
 #include "cpu/avx2/panel_gemm_avx2.h"
+#include "cpu/avx2/vec_avx2.h"
 #include "cpu/gemm_int8.h"
 #include "cpu/panel_gemm.h"
 
@@ -34,20 +35,6 @@ namespace {
 inline float no_contract(float v) {
   __asm__("" : "+x"(v));
   return v;
-}
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-inline int32_t hsum(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-  return _mm_cvtsi128_si32(s);
 }
 
 inline __m256 load_w8_f32(const int8_t* p) {
@@ -73,7 +60,7 @@ inline void tile_f32act(const float* x, int64_t ldx, const int8_t* w, int64_t K,
   }
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) {
-      float s = hsum(acc[i][j]);
+      float s = hsum8(acc[i][j]);
       for (int64_t t = k; t < K; ++t) s += static_cast<float>(w[j * K + t]) * x[i * ldx + t];
       out[i][j] = s;
     }
@@ -105,7 +92,7 @@ inline void gemv_f32act(const float* x, const int8_t* w, int64_t K, float* out) 
     k += 8;
   }
   for (int j = 0; j < NR; ++j) {
-    float s = hsum(_mm256_add_ps(a0[j], a1[j]));
+    float s = hsum8(_mm256_add_ps(a0[j], a1[j]));
     for (int64_t t = k; t < K; ++t) s += static_cast<float>(w[j * K + t]) * x[t];
     out[j] = s;
   }
@@ -138,7 +125,7 @@ inline void gemv_int8act(const int8_t* xq, const int8_t* w, int64_t K, int32_t* 
     }
   }
   for (int j = 0; j < NR; ++j) {
-    int32_t s = hsum(acc[j]);
+    int32_t s = hsum8_epi32(acc[j]);
     for (int64_t t = k; t < K; ++t) s += static_cast<int32_t>(w[j * K + t]) * xq[t];
     out[j] = s;
   }
@@ -167,7 +154,7 @@ inline void tile_int8act(const int8_t* xq, int64_t ldq, const int8_t* w, int64_t
   }
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) {
-      int32_t s = hsum(acc[i][j]);
+      int32_t s = hsum8_epi32(acc[i][j]);
       for (int64_t t = k; t < K; ++t) s += static_cast<int32_t>(w[j * K + t]) * xq[i * ldq + t];
       out[i][j] = s;
     }

@@ -22,13 +22,6 @@
 namespace lowbit::cpu::avx2 {
 namespace {
 
-inline float hsum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 // Runs fn(b0, b1) over [n0, n1) in blocks of weight rows of about 128 KB, so that every
 // tile of rows of x after the first reads the block from L2 instead of memory.
 template <class Fn>
@@ -117,28 +110,18 @@ inline float f32_gemv_gs(const uint8_t* wrow, const float* srow, const float* zr
   return hsum8(acc) - corr;
 }
 
-// Rows [m, m + MR) of y for channels [n0, n1). For MR > 1, K is cut into chunks so the
-// MR x Kc floats of x stay in L1 while every weight row of the range streams past.
+// Rows [m, m + MR) of y for channels [n0, n1), each over the whole K (the caller walks
+// the channels in L2-sized blocks, so the rows of x stay in L2 across weight rows).
 template <int BITS, int MR>
 void f32_rows(const IntxWeights& w, const float* xp, int64_t m, const float* bias, float* y, int64_t n0,
               int64_t n1) {
   constexpr int U = MR == 1 ? 4 : (MR <= 3 ? 2 : 1);
   const int64_t K = w.K, G = K / w.group_size, row_bytes = K * BITS / 8;
-  const int64_t Kc = K;
-  for (int64_t kc = 0; kc < K; kc += Kc) {
-    const int64_t ke = std::min(K, kc + Kc);
-    const bool last = ke == K;
-    for (int64_t n = n0; n < n1; ++n) {
-      float out[MR];
-      f32_tile<BITS, MR, U>(w.packed + n * row_bytes, w.scale + n * G, w.zero_point ? w.zero_point + n * G : nullptr,
-                            w.group_size, xp + m * K, K, kc, ke, out);
-      for (int r = 0; r < MR; ++r) {
-        float* dst = y + (m + r) * w.N + n;
-        float v = kc == 0 ? out[r] : *dst + out[r];
-        if (last && bias) v += bias[n];
-        *dst = v;
-      }
-    }
+  for (int64_t n = n0; n < n1; ++n) {
+    float out[MR];
+    f32_tile<BITS, MR, U>(w.packed + n * row_bytes, w.scale + n * G, w.zero_point ? w.zero_point + n * G : nullptr,
+                          w.group_size, xp + m * K, K, 0, K, out);
+    for (int r = 0; r < MR; ++r) y[(m + r) * w.N + n] = bias ? out[r] + bias[n] : out[r];
   }
 }
 
@@ -290,45 +273,36 @@ void i8_rows(const IntxWeights& w, const IntxInt8Ws& s, int64_t m, const float* 
              int64_t n1) {
   constexpr float OFF = static_cast<float>(1 << (BITS - 1));
   const int64_t K = w.K, G = K / w.group_size, row_bytes = K * BITS / 8;
-  const int64_t Kc = K;
-  for (int64_t kc = 0; kc < K; kc += Kc) {
-    const int64_t ke = std::min(K, kc + Kc);
-    const bool last = ke == K;
-    float out4[4];
-    for (int64_t n = n0; n < n1; ++n) {
-      const float* srow = w.scale + n * G;
-      float out[MR];
-      if (MR == 1 && UNIFORM && Kc == K) {
-        // four rows per i8_gemv4 call; rows n + 1 .. n + 3 take their sums from out4
-        const int64_t j = (n - n0) % 4;
-        if (j == 0 && n + 4 <= n1)
-          i8_gemv4<BITS>(w.packed + n * row_bytes, row_bytes, srow, G, w.group_size, s.q + m * K,
-                         s.lane_dx + m * (K / 8), K, out4);
-        if (n - j + 4 <= n1) out[0] = out4[j];
-        else i8_tile<BITS, MR, UNIFORM>(w.packed + n * row_bytes, srow, w.group_size, s.q + m * K,
-                                        s.lane_dx + m * (K / 8), K, kc, ke, out);
+  float out4[4];
+  for (int64_t n = n0; n < n1; ++n) {
+    const float* srow = w.scale + n * G;
+    float out[MR];
+    if (MR == 1 && UNIFORM) {
+      // four rows per i8_gemv4 call; rows n + 1 .. n + 3 take their sums from out4
+      const int64_t j = (n - n0) % 4;
+      if (j == 0 && n + 4 <= n1)
+        i8_gemv4<BITS>(w.packed + n * row_bytes, row_bytes, srow, G, w.group_size, s.q + m * K,
+                       s.lane_dx + m * (K / 8), K, out4);
+      if (n - j + 4 <= n1) out[0] = out4[j];
+      else i8_tile<BITS, MR, UNIFORM>(w.packed + n * row_bytes, srow, w.group_size, s.q + m * K,
+                                      s.lane_dx + m * (K / 8), K, 0, K, out);
+    } else {
+      i8_tile<BITS, MR, UNIFORM>(w.packed + n * row_bytes, srow, w.group_size, s.q + m * K, s.lane_dx + m * (K / 8),
+                                 K, 0, K, out);
+    }
+    for (int r = 0; r < MR; ++r) {
+      // The stored fields are code + OFF: take (OFF + zp) * scale * sum(x) back out.
+      const float* xs = s.xsum + (m + r) * G;
+      float c = 0.f;
+      if (w.zero_point) {
+        const float* zrow = w.zero_point + n * G;
+        for (int64_t gi = 0; gi < G; ++gi) c += srow[gi] * (OFF + zrow[gi]) * xs[gi];
       } else {
-        i8_tile<BITS, MR, UNIFORM>(w.packed + n * row_bytes, srow, w.group_size, s.q + m * K,
-                                   s.lane_dx + m * (K / 8), K, kc, ke, out);
+        for (int64_t gi = 0; gi < G; ++gi) c += srow[gi] * OFF * xs[gi];
       }
-      for (int r = 0; r < MR; ++r) {
-        float* dst = y + (m + r) * w.N + n;
-        float v = kc == 0 ? out[r] : *dst + out[r];
-        if (last) {
-          // The stored fields are code + OFF: take (OFF + zp) * scale * sum(x) back out.
-          const float* xs = s.xsum + (m + r) * G;
-          float c = 0.f;
-          if (w.zero_point) {
-            const float* zrow = w.zero_point + n * G;
-            for (int64_t gi = 0; gi < G; ++gi) c += srow[gi] * (OFF + zrow[gi]) * xs[gi];
-          } else {
-            for (int64_t gi = 0; gi < G; ++gi) c += srow[gi] * OFF * xs[gi];
-          }
-          v -= c;
-          if (bias) v += bias[n];
-        }
-        *dst = v;
-      }
+      float v = out[r] - c;
+      if (bias) v += bias[n];
+      y[(m + r) * w.N + n] = v;
     }
   }
 }

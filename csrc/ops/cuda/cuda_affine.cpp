@@ -23,9 +23,6 @@
 namespace lowbit::ops {
 namespace {
 
-void check_cuda(const at::Tensor& t, const char* op, const char* arg) {
-  TORCH_CHECK(t.is_cuda(), "lowbit.", op, ": expected ", arg, " on a CUDA device, got ", t.device());
-}
 
 std::tuple<at::Tensor, at::Tensor> choose_qparams_affine_cuda(const at::Tensor& x_in, int64_t bits, bool symmetric,
                                                               std::optional<int64_t> axis,

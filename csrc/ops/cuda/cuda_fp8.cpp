@@ -28,9 +28,6 @@ Fp8Kind fp8_kind_arg(at::ScalarType t, const char* op) {
   return t == at::kFloat8_e4m3fn ? Fp8Kind::E4M3FN : Fp8Kind::E5M2;
 }
 
-void check_cuda(const at::Tensor& t, const char* op, const char* arg) {
-  TORCH_CHECK(t.is_cuda(), "lowbit.", op, ": expected ", arg, " on a CUDA device, got ", t.device());
-}
 
 at::Tensor choose_scale_fp8_cuda(const at::Tensor& x_in, at::ScalarType dtype, std::optional<int64_t> axis,
                                  std::optional<int64_t> group_size) {

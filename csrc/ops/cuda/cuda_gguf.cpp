@@ -22,32 +22,24 @@
 #include "cpu/kernel_trace.h"
 #include "cuda/gguf.cuh"
 #include "ops/checks.h"
+#include "ops/layout_checks.h"
 #include "ops/linear_weights.h"
 #include "ops/linear_common.h"
 
 namespace lowbit::ops {
 namespace {
 
-constexpr int64_t kGgufBlockElems = 32;
+using cpu::kGgufBlockElems;
 constexpr int64_t kQ8_0BlockBytes = 34;
 constexpr int64_t kQ4_0BlockBytes = 18;
 
 using QuantizeLaunch = cudaError_t (*)(const void*, FloatType, int64_t, uint8_t*, cudaStream_t);
 using DequantizeLaunch = cudaError_t (*)(const uint8_t*, int64_t, void*, FloatType, cudaStream_t);
 
-void check_cuda(const at::Tensor& t, const char* op, const char* arg) {
-  TORCH_CHECK(t.is_cuda(), "lowbit.", op, ": expected ", arg, " on a CUDA device, got ", t.device());
-}
 
 at::Tensor quantize_blocks_cuda(const at::Tensor& x_in, const char* op, int64_t block_bytes, QuantizeLaunch launch) {
-  check_float(x_in, op, "x");
-  TORCH_CHECK(x_in.dim() >= 1, "lowbit.", op, ": expected x of rank >= 1 (blocks run along the last axis), got a 0-d tensor");
-  const int64_t k = x_in.size(-1);
-  TORCH_CHECK(k % kGgufBlockElems == 0, "lowbit.", op, ": expected the last axis K to be a multiple of ",
-              kGgufBlockElems, ", got K = ", k, " (input shape ", x_in.sizes(), ")");
+  const std::vector<int64_t> shape = gguf_quantize_shape(x_in, op, block_bytes);
   check_cuda(x_in, op, "x");
-  std::vector<int64_t> shape(x_in.sizes().begin(), x_in.sizes().end());
-  shape.back() = k / kGgufBlockElems * block_bytes;
   const c10::cuda::CUDAGuard guard(x_in.device());
   at::Tensor out = at::empty(shape, x_in.options().dtype(at::kByte));
   const int64_t nblocks = x_in.numel() / kGgufBlockElems;
@@ -61,16 +53,8 @@ at::Tensor quantize_blocks_cuda(const at::Tensor& x_in, const char* op, int64_t 
 // Checks of the CPU op; returns the float output [..., K / 32 * 32] in `dtype`.
 at::Tensor dequantize_blocks_cuda(const at::Tensor& blocks_in, at::ScalarType dtype, const char* op,
                                   int64_t block_bytes, DequantizeLaunch launch) {
-  check_dtype(blocks_in, at::kByte, op, "blocks");
-  check_float_dtype_arg(dtype, op, "dtype");
-  TORCH_CHECK(blocks_in.dim() >= 1, "lowbit.", op, ": expected blocks of rank >= 1 (", block_bytes,
-              " bytes per block along the last axis), got a 0-d tensor");
-  const int64_t n = blocks_in.size(-1);
-  TORCH_CHECK(n % block_bytes == 0, "lowbit.", op, ": expected the last axis of blocks to be a multiple of ",
-              block_bytes, " bytes (one block each), got ", n, " (shape ", blocks_in.sizes(), ")");
+  const std::vector<int64_t> shape = gguf_dequantize_shape(blocks_in, dtype, op, block_bytes);
   check_cuda(blocks_in, op, "blocks");
-  std::vector<int64_t> shape(blocks_in.sizes().begin(), blocks_in.sizes().end());
-  shape.back() = n / block_bytes * kGgufBlockElems;
   const c10::cuda::CUDAGuard guard(blocks_in.device());
   at::Tensor y = at::empty(shape, blocks_in.options().dtype(dtype));
   const int64_t nblocks = blocks_in.numel() / block_bytes;
