@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup demo test bench dev asan portable-check cuda-check clean
+.PHONY: setup demo test bench dev asan portable-check cuda-check transformers-compat clean
 
 $(VENV)/.ready: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,3 +75,15 @@ cuda-check: $(VENV)/.ready
 	for f in csrc/ops/cuda/*.cpp; do [ -e "$$f" ] || continue; echo "syntax $$f"; \
 	  $(CXX) -std=c++17 -fsyntax-only -Wall -DLOWBIT_WITH_CUDA=1 -Ibuild/cuda-check/stub $$inc -isystem$$cudainc -Icsrc/include -Icsrc $$f || exit 1; done; \
 	echo "CUDA kernels compile; CUDA glue passes the syntax check"
+
+# transformers changed its loading hooks within 5.x, so the integration tests also run against
+# the oldest release we support (see pyproject's hf extra), reusing the extension `make setup`
+# built (same torch) from the source tree.
+TRANSFORMERS_MIN ?= 5.17.0
+TFMIN_VENV := .venv-tfmin
+transformers-compat: setup
+	[ -x $(TFMIN_VENV)/bin/python ] || $(PYTHON) -m venv $(TFMIN_VENV)
+	$(TFMIN_VENV)/bin/python -m pip install -q torch==$(TORCH_VERSION) transformers==$(TRANSFORMERS_MIN) \
+	    accelerate safetensors tqdm numpy pytest expecttest "gguf>=0.10"
+	cp "$$($(PY) -c 'import lowbit, os; print(os.path.dirname(lowbit.__file__))')"/_C*.so python/lowbit/
+	HF_HUB_OFFLINE=1 PYTHONPATH=python $(TFMIN_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/integrations tests/cli tests/workflow/test_gguf_qtypes.py

@@ -304,6 +304,15 @@ class LowbitHfQuantizer(HfQuantizer):
     def get_load_operations(self) -> dict:
         return {"deserialize": _LowbitDeserialize}
 
+    def get_weight_conversions(self):
+        # Newer transformers build this list from serialized_names / get_load_operations; older
+        # 5.x releases (5.17 seen) only read it from here, so it is spelled out for both.
+        if not self.pre_quantized:
+            return []
+        from transformers.core_model_loading import WeightConverter
+        return [WeightConverter(source_patterns=list(self.serialized_names["weight"]), target_patterns="weight",
+                                operations=[_LowbitDeserialize(self)])]
+
     # ---- capabilities ----
     def is_serializable(self):
         return True
