@@ -88,7 +88,12 @@ cudaError_t with_float_type(FloatType t, Fn&& fn) {
 
 // Widening to float32 is exact for all three types (inf and NaN included).
 __device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+// A NaN keeps its sign, as the CPU's conversion (F16C) does: the quantizers copy the
+// sign of a NaN input into their codes.
+__device__ __forceinline__ float to_f32(__half v) {
+  const float f = __half2float(v);
+  return f == f ? f : __uint_as_float(0x7fc00000u | (static_cast<uint32_t>(__half_as_ushort(v) & 0x8000u) << 16));
+}
 __device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 // Narrowing rounds half to even, as the CPU's from_float: float16 overflows to

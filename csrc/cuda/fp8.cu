@@ -5,7 +5,8 @@
 // rounds half to even (a hardware cvt.rn.satfinite on sm_89+, the header's software
 // conversion on sm_80 / sm_86). Two cases are decided here before it is called, so
 // that the result never depends on how a given GPU treats them:
-//   - NaN: the CPU op writes sign | 0x7f; the intrinsic drops the sign of a NaN.
+//   - NaN: the CPU op writes sign | 0x7f; the intrinsic drops the sign of a NaN, and so
+//     does the GPU's division (see Fp8QuantOp).
 //   - |v| above the max finite (448 / 57344), +-inf included: sign | max code, the
 //     CPU's saturation (the intrinsic's satfinite gives the same, but this makes it
 //     explicit and independent of how infinities are treated).
@@ -88,7 +89,16 @@ template <bool E4M3>
 struct Fp8QuantOp {
   const float* scale;
   __device__ __forceinline__ uint8_t operator()(float x, int64_t c) const {
-    return encode_fp8<E4M3>(__fdiv_rn(x, scale[c]));
+    const float s = scale[c];
+    const float v = __fdiv_rn(x, s);
+    if (v != v) {
+      // A GPU division returns one canonical NaN; the CPU op's (x86 divps) keeps the sign
+      // of x's NaN, else of the scale's NaN, else gives the negative default NaN (0 / 0,
+      // inf / inf). The code keeps that sign, as on the CPU.
+      const uint32_t src = x != x ? float_bits(x) : (s != s ? float_bits(s) : 0x80000000u);
+      return static_cast<uint8_t>(((src >> 24) & 0x80u) | 0x7fu);
+    }
+    return encode_fp8<E4M3>(v);
   }
 };
 

@@ -86,7 +86,10 @@ WxPlan plan_wx_gemm(WeightKind kind, ElemType act, int64_t M, int64_t N, int64_t
   if (kw_override == 1 || kw_override == 2 || kw_override == 4) {
     p.kw = kw_override;
   } else {
-    p.kw = p.mt > 1 ? 1 : (M <= 4 ? 4 : 2);
+    // Measured on an H100 (bench/RESULTS.md, 2026-11-22 sweep): 4-bit and 2-bit weights are
+    // 3-13% faster with one warp along K from M = 3 on; 8-bit and float8 prefer 2 there.
+    const bool sub_byte = kind == WeightKind::Int4 || kind == WeightKind::Int2;
+    p.kw = p.mt > 1 ? 1 : (M <= (sub_byte ? 2 : 4) ? 4 : (sub_byte ? 1 : 2));
   }
   const int64_t channels = 32 * (wx::kWarps / p.kw);
   p.blocks_n = (N + channels - 1) / channels;

@@ -76,10 +76,12 @@ __device__ __forceinline__ int32_t trunc_i32(float v) {
   return (v >= -2147483648.f && v < 2147483648.f) ? static_cast<int32_t>(v) : INT32_MIN;
 }
 
+// One 16-bit store (blocks are 34 / 18 bytes and the output is allocated here, so
+// every block starts 2-byte aligned). Two byte stores of the half's bits were
+// miscompiled for sm_90a by nvcc 13.0 (the low byte came out 0 on an H100: the f16
+// result of cvt.rn.f16.f32 was stored with st.u8 straight from its register).
 __device__ __forceinline__ void store_scale(uint8_t* block, float d) {
-  const uint16_t h = __half_as_ushort(__float2half_rn(d));
-  block[0] = static_cast<uint8_t>(h & 0xffu);  // little-endian
-  block[1] = static_cast<uint8_t>(h >> 8);
+  *reinterpret_cast<uint16_t*>(block) = __half_as_ushort(__float2half_rn(d));  // little-endian
 }
 
 __device__ __forceinline__ float load_scale(const uint8_t* block) {
@@ -87,7 +89,7 @@ __device__ __forceinline__ float load_scale(const uint8_t* block) {
 }
 
 // Stored for a block holding NaN or +-inf: an fp16 NaN scale (and codes 0).
-constexpr uint8_t kNanScaleLo = 0x00, kNanScaleHi = 0x7e;
+constexpr uint16_t kNanScale = 0x7e00;
 
 // Threads slot t = 0 .. 8 * nblocks - 1, slot t handling elements 4 * (t % 8) ..
 // + 3 of block t / 8. The loop runs over whole warps (base = the warp's first slot)
@@ -124,7 +126,7 @@ quantize_q8_0_kernel(const T* __restrict__ x, int64_t nblocks, uint8_t* __restri
     uint8_t* ob = out + b * kQ8Bytes;
     uint8_t* codes = ob + 2 + 4 * l;  // bytes of elements 4l .. 4l + 3
     if (m >= 0x7f800000u) {  // NaN or inf in the block
-      if (l == 0) { ob[0] = kNanScaleLo; ob[1] = kNanScaleHi; }
+      if (l == 0) *reinterpret_cast<uint16_t*>(ob) = kNanScale;
 #pragma unroll
       for (int k = 0; k < 4; ++k) codes[k] = 0;
       continue;
@@ -193,7 +195,7 @@ quantize_q4_0_kernel(const T* __restrict__ x, int64_t nblocks, uint8_t* __restri
     if (!valid) continue;
     uint8_t* ob = out + b * kQ4Bytes;
     if (l == 0) {
-      if (bad) { ob[0] = kNanScaleLo; ob[1] = kNanScaleHi; }
+      if (bad) *reinterpret_cast<uint16_t*>(ob) = kNanScale;
       else store_scale(ob, d);
     }
     if (l < 4) {

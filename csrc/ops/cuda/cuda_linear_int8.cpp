@@ -43,7 +43,7 @@ at::Tensor linear_int8_cuda(const at::Tensor& x, const at::Tensor& codes_in, con
   args.col_scale_stride = 1;
 
   if (!int8_activations) {  // W8A16
-    if (a.x2d.scalar_type() != at::kFloat && M <= tuning().small_m_max && mma_ok) {
+    if (a.x2d.scalar_type() != at::kFloat && M <= tuning().w8a16_m_max && mma_ok) {
       const bool split = run_wx(WeightKind::Int8, a, aligned_contiguous(a.x2d), args, at::Tensor());
       cpu::note_kernel(kOp, split ? "cuda_mma_splitk" : "cuda_mma");
       return a.y;

@@ -230,6 +230,7 @@ class QModuleMixin:
                                           unexpected_keys, error_msgs)
             self._after_load()
             return
+        assign = bool(local_metadata.get("assign_to_params_buffers", False))
         old = self._parameters.pop("weight")
         try:
             super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
@@ -249,7 +250,9 @@ class QModuleMixin:
                 error_msgs.append(f"{inner_prefix}{name}: expected shape {list(shape)} and dtype {dtype}, "
                                   f"got {list(t.shape)} and {t.dtype}")
                 continue
-            inner[name] = t if old.is_meta else t.to(old.device)
+            # load_state_dict(assign=True) takes the state's tensors where they are (requantize
+            # moves them to the requested device first); otherwise they join the module's device.
+            inner[name] = t if old.is_meta or assign else t.to(old.device)
         for key in state_dict:
             if key.startswith(inner_prefix) and key[len(inner_prefix):] not in layout:
                 unexpected_keys.append(key)

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.cuda
 
 DEV = "cuda"
 SMALL_M = int(os.environ.get("LOWBIT_CUDA_SMALL_M_MAX", "64"))
+W8A16_M_MAX = int(os.environ.get("LOWBIT_CUDA_W8A16_M_MAX", "128"))
 MS = [1, 2, 3, 7, 16, 17, 33, 64, 65, 200, 1100]
 DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
@@ -83,9 +84,9 @@ def cuda(*ts):
     return [None if t is None else t.to(DEV) for t in ts]
 
 
-def check_paths(op, m, dtype, mma_ok=True):
+def check_paths(op, m, dtype, mma_ok=True, small_m=None):
     k = kernel(op)
-    if dtype != torch.float32 and m <= SMALL_M and mma_ok:
+    if dtype != torch.float32 and m <= (small_m or SMALL_M) and mma_ok:
         assert k.startswith("cuda_mma"), k
     else:
         assert k == "cuda_dequant_cublas", k
@@ -186,7 +187,7 @@ def test_int8_w8a16_matches_reference_and_cpu(dtype, m):
         bias = torch.randn(n) if n % 2 else None
         y = linear_int8(*cuda(x, codes, scale, bias))
         assert y.shape == (m, n) and y.dtype == dtype
-        check_paths("linear_int8", m, dtype, mma_ok=k % 16 == 0)
+        check_paths("linear_int8", m, dtype, mma_ok=k % 16 == 0, small_m=W8A16_M_MAX)
         ref = linear_ref(x, codes.double() * scale.double(), bias)
         assert rel_err(y, ref) < TOL[dtype], (n, k)
         assert rel_err(y, linear_int8(x, codes, scale, bias).double()) < 2 * TOL[dtype], (n, k)
@@ -352,8 +353,16 @@ def _op_cases():
 
 
 def test_opcheck():
+    fp8 = (torch.float8_e4m3fn, torch.float8_e5m2)
     for op, args in _op_cases():
-        torch.library.opcheck(op, args)
+        if any(isinstance(a, torch.Tensor) and a.dtype in fp8 for a in args):
+            # torch's schema check compares the inputs before and after the call with allclose,
+            # which has no CUDA kernel for float8 (torch 2.11); the other checks run here, and
+            # the CPU opcheck of linear_fp8 (tests/ops/test_linear_fp8_gguf.py) runs them all.
+            torch.library.opcheck(op, args, test_utils=("test_autograd_registration", "test_faketensor",
+                                                        "test_aot_dispatch_dynamic"))
+        else:
+            torch.library.opcheck(op, args)
 
 
 def test_cuda_graph_capture_and_replay():
