@@ -12,6 +12,9 @@ Variants, for every weight shape (N, K) and batch size M (activations bfloat16):
           w8a16      lowbit linear_int8, int8 per output channel
           fp8a16     lowbit linear_fp8, e4m3fn per output channel
           w8a8       lowbit linear_int8(int8_activations=True): per-token int8 x, int32 sums, rescale
+          fp8a8      lowbit's float8 W8A8 (per-token e4m3 x with lowbit's quantize_fp8, then
+                     torch._scaled_mm with row-wise scales; what a frozen qfloat8/qfloat8
+                     per-token QLinear runs on CUDA)
 
 Every variant cycles through its own copies of the weight (>= 2.5x the 50 MB L2 of an H100
 in total), so no call finds its weight in L2; data is random (never zeros). Each call is
@@ -55,15 +58,15 @@ SHAPES_QUICK = [(8192, 8192)]
 MS_FULL = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096]
 MS_QUICK = [1, 16, 64, 1024]
 PEERS = ["bf16", "int8_mm", "fp8_mm", "int4pack"]
-OURS = ["w4a16", "w2a16", "w8a16", "fp8a16", "w8a8"]
+OURS = ["w4a16", "w2a16", "w8a16", "fp8a16", "w8a8", "fp8a8"]
 GROUP = 128
 L2_BYTES = 50 << 20
 ROTATE_FACTOR = 2.5
 OP_OF = {"w4a16": "linear_intx", "w2a16": "linear_intx", "w8a16": "linear_int8", "fp8a16": "linear_fp8",
-         "w8a8": "linear_int8"}
+         "w8a8": "linear_int8", "fp8a8": "quantize_fp8"}
 # Relative error allowed against float32 x @ (own dequantized W).T; bf16 output rounding and,
 # for 4/2-bit weights, bf16 rounding of each weight inside the kernel; int8 activations ~1%.
-TOL = {"w4a16": 2e-2, "w2a16": 2e-2, "w8a16": 1e-2, "fp8a16": 1e-2, "w8a8": 5e-2}
+TOL = {"w4a16": 2e-2, "w2a16": 2e-2, "w8a16": 1e-2, "fp8a16": 1e-2, "w8a8": 5e-2, "fp8a8": 8e-2}
 
 
 # ------------------------------------------------------------------ machine limits ----
@@ -171,6 +174,15 @@ def make_variant(name: str, n: int, k: int):
                     torch.rand(n, 1, device=dev) * 0.01 + 1e-3)
         nbytes = n * k + n * 4
         call = lambda x, s: L.linear_fp8(x, s[0], s[1])
+        deq = lambda s: s[0].float() * s[1]
+    elif name == "fp8a8":
+        from lowbit.tensor.kernels_cuda import linear_fp8_per_token
+
+        def one():
+            return ((torch.randn(n, k, device=dev) * 0.5).to(torch.float8_e4m3fn),
+                    torch.rand(n, 1, device=dev) * 0.01 + 1e-3)
+        nbytes = n * k + n * 4
+        call = lambda x, s: linear_fp8_per_token(x, s[0], s[1])
         deq = lambda s: s[0].float() * s[1]
     else:
         raise ValueError(name)

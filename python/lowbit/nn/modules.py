@@ -38,21 +38,32 @@ class QLinear(QModuleMixin, nn.Linear):
         return F.linear(self.quantize_activation(input), self.qweight(), self.bias)
 
     def _w8a8_per_token(self, input):
-        """Frozen int8 weights (one scale per output channel) with int8 per-token
-        activations: the integer GEMM of ``lowbit.ops.linear_int8(int8_activations=True)``
-        quantizes each row of ``input`` exactly as the fake-quantized path would
-        (scale = absmax / 127, round half to even) and accumulates in int32. Returns None
-        where that kernel does not apply (training, CUDA, other qtypes)."""
+        """Frozen 8-bit weights with 8-bit per-token activations as one quantized GEMM:
+        - int8 x int8 (one weight scale per output channel): ``lowbit.ops.linear_int8(...,
+          int8_activations=True)`` (CPU and CUDA) quantizes each row of ``input`` as the
+          fake-quantized path would (scale = absmax / 127, round half to even) and accumulates
+          the integer products in int32;
+        - float8 e4m3fn x float8 e4m3fn on CUDA: the row-wise scaled float8 GEMM of
+          :func:`lowbit.tensor.kernels_cuda.linear_fp8_per_token` (bfloat16 input).
+        Returns None where neither applies (training, calibration, other qtypes or layouts);
+        the module then fake-quantizes the activations."""
         w = self.weight
-        if (self.activation_granularity != "per_token" or self.activation_qtype is None
-                or self.activation_qtype.name != "qint8" or not isinstance(w, QTensor)
-                or w.qtype.name != "qint8" or w.zero_point is not None or w.scale.shape != (w.shape[0], 1)
-                or input.device.type != "cpu" or input.dtype not in (torch.float32, torch.float16, torch.bfloat16)
-                or active_calibration() is not None or input.dim() == 0 or input.shape[-1] > 1 << 17
+        aq = self.activation_qtype
+        if (self.activation_granularity != "per_token" or aq is None or not isinstance(w, QTensor)
+                or input.dtype not in (torch.float32, torch.float16, torch.bfloat16)
+                or active_calibration() is not None or input.dim() == 0 or input.device != w.device
                 or (torch.is_grad_enabled() and (input.requires_grad
                                                  or (self.bias is not None and self.bias.requires_grad)))):
             return None
-        return ops.linear_int8(input, w.codes, w.scale, self.bias, True)
+        if (aq.name == "qint8" and w.qtype.name == "qint8" and w.zero_point is None
+                and w.scale.shape == (w.shape[0], 1) and input.shape[-1] <= 1 << 17
+                and input.device.type in ("cpu", "cuda")):
+            return ops.linear_int8(input, w.codes, w.scale, self.bias, True)
+        if aq.name == "qfloat8_e4m3fn" and w.qtype.name == "qfloat8_e4m3fn" and input.device.type == "cuda":
+            from ..tensor.kernels_cuda import linear_fp8_per_token
+            out = linear_fp8_per_token(input, w.codes, w.scale, self.bias)
+            return None if out is NotImplemented else out
+        return None
 
 
 class _QConvNd(QModuleMixin):

@@ -7,8 +7,14 @@ tensor-core kernel, dequantize + cuBLAS, int8 GEMM; docs/cuda.md ("Mixed-precisi
 ``.to("cuda")`` and ``freeze()`` need no repacking, and a model saved on CUDA loads on
 the CPU and vice versa.
 """
+import functools
+
+import torch
+
 from .. import ops
 from .qtensor import QTensor
+
+_E4M3 = torch.float8_e4m3fn
 
 
 def linear_cuda(input, weight: QTensor, bias=None):
@@ -24,3 +30,36 @@ def linear_cuda(input, weight: QTensor, bias=None):
     if q.is_float and weight.scale.shape in ((n, 1), (1, 1)):
         return ops.linear_fp8(input, weight.codes, weight.scale, bias)
     return NotImplemented
+
+
+@functools.lru_cache(maxsize=None)
+def _has_fp8_tensor_cores(device_index: int) -> bool:
+    return torch.cuda.get_device_capability(device_index) >= (8, 9)
+
+
+def linear_fp8_per_token(input, codes, scale, bias=None):
+    """``F.linear`` with float8 e4m3fn activations quantized per token (scale = absmax / 448 of
+    each row, the rule of the fake-quantized path, so the codes are the same) and a frozen
+    float8 e4m3fn weight (``codes`` [N, K], ``scale`` [N, 1] or [1, 1] float32), as a float8 x float8
+    product: ``torch._scaled_mm`` with row-wise scales (float32 accumulation, both scales applied
+    to the result). bfloat16 input and output only (what row-wise scaling offers), K and N
+    multiples of 16, a GPU with float8 tensor cores (sm_89 and newer); ``NotImplemented``
+    otherwise, and the caller falls back to fake-quantized activations."""
+    n, k = codes.shape
+    if (input.dtype != torch.bfloat16 or codes.dtype != _E4M3 or k % 16 or n % 16 or input.shape[-1] != k
+            or scale.shape not in ((n, 1), (1, 1)) or not _has_fp8_tensor_cores(input.device.index or 0)):
+        return NotImplemented
+    x = input.reshape(-1, k)
+    m = x.shape[0]
+    pad = -m % 16  # the row-wise float8 GEMM wants whole tiles of 16 rows; zero rows give zero codes
+    if pad:
+        x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+    sx = (x.abs().amax(-1, keepdim=True).float() / 448.0).clamp_min(1e-12)
+    xq = ops.quantize_fp8(x, sx, _E4M3)
+    sw = scale.float().reshape(1, -1).expand(1, n).contiguous()
+    y = torch._scaled_mm(xq, codes.t(), scale_a=sx, scale_b=sw, out_dtype=torch.bfloat16)
+    if pad:
+        y = y[:m]
+    if bias is not None:
+        y = y + bias.to(y.dtype)
+    return y.reshape(*input.shape[:-1], n)

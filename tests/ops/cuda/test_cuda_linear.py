@@ -430,3 +430,46 @@ def test_model_on_cuda_matches_cpu_and_saves_across_devices(weights, group, dtyp
     back = model_cuda.to("cpu")
     with torch.no_grad():
         assert torch.equal(back(x), y_cpu)
+
+
+# ---------------------------------------------------------------- W8A8 modules ----
+
+def _per_token_fake_reference(x, w: "lowbit.QTensor", bias, qmax, to_codes):
+    """float64 product of the per-token fake-quantized x (scale = absmax / qmax) and the
+    dequantized weight: what the quantized GEMM computes before its output rounding."""
+    x64 = x.double().reshape(-1, x.shape[-1])
+    s = (x.float().reshape(-1, x.shape[-1]).abs().amax(-1, keepdim=True) / qmax).clamp_min(1e-12)
+    xd = to_codes(x.float().reshape(-1, x.shape[-1]).cpu(), s.cpu()).double() * s.cpu().double()
+    y = xd @ w.dequantize().double().cpu().T
+    if bias is not None:
+        y = y + bias.double().cpu()
+    assert x64.shape[0] == y.shape[0]
+    return y.reshape(*x.shape[:-1], -1)
+
+
+@pytest.mark.parametrize("m", [1, 3, 16, 17, 64, 65, 300])
+def test_w8a8_per_token_modules_run_one_quantized_gemm(m, monkeypatch):
+    from lowbit.ops import quantize_fp8
+    torch.manual_seed(0)
+    calls = []
+    real = torch._scaled_mm
+    monkeypatch.setattr(torch, "_scaled_mm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = torch.randn(2, m, 256)
+    for act, qmax in (("qint8", 127.0), ("qfloat8", 448.0)):
+        model = torch.nn.Sequential(torch.nn.Linear(256, 96))
+        lowbit.quantize(model, act, act, activation_granularity="per_token")
+        lowbit.freeze(model)
+        model = model.to(DEV, torch.bfloat16)
+        xb = x.to(DEV, torch.bfloat16)
+        calls.clear()
+        with torch.no_grad():
+            y = model(xb)
+        assert y.dtype == torch.bfloat16 and y.shape == (2, m, 96)
+        if act == "qint8":
+            assert kernel("linear_int8").startswith("cuda_"), kernel("linear_int8")
+            codes = lambda t, s: torch.round(t / s).clamp(-127, 127)  # noqa: E731
+        else:
+            assert calls, "the float8 x float8 GEMM did not run"
+            codes = lambda t, s: quantize_fp8(t, s, torch.float8_e4m3fn).float()  # noqa: E731
+        ref = _per_token_fake_reference(xb, model[0].weight, model[0].bias, qmax, codes)
+        assert rel_err(y, ref) < 1e-2, act
