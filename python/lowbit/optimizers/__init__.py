@@ -10,11 +10,12 @@ of that granularity (``[N, 1]`` or ``[N, K // group_size]``) and ``zero_point`` 
 """
 from typing import Union
 
-from .base import Optimizer, AbsmaxOptimizer, MinMaxOptimizer
+from .base import Optimizer, AbsmaxOptimizer, ClippedMinMaxOptimizer, MinMaxOptimizer
 from .gptq import GptqOptimizer
 from .hqq import HqqOptimizer
 
-__all__ = ["Optimizer", "AbsmaxOptimizer", "MinMaxOptimizer", "HqqOptimizer", "GptqOptimizer", "get_optimizer", "OPTIMIZERS"]
+__all__ = ["Optimizer", "AbsmaxOptimizer", "MinMaxOptimizer", "ClippedMinMaxOptimizer", "HqqOptimizer", "GptqOptimizer",
+           "get_optimizer", "OPTIMIZERS"]
 
 OPTIMIZERS = {"absmax": AbsmaxOptimizer, "minmax": MinMaxOptimizer, "hqq": HqqOptimizer, "gptq": GptqOptimizer}
 

@@ -7,8 +7,10 @@ Use: ``quantize(model, weights="int4", optimizer="gptq")``, then run calibration
 under ``with Calibration(): model(samples)`` (each quantized Linear accumulates H of its
 inputs), then ``freeze(model)``, which runs GPTQ per Linear and releases H.
 
-- Group parameters (scale, zero-point) come from the base optimizer (minmax for 2/4 bits,
-  absmax for 8 bits) on the original weight, once per group ("static groups"), so that
+- Group parameters (scale, zero-point) come from the base optimizer (for 2/4 bits minmax with
+  the range of each group shrunk where that lowers its squared error, see
+  ``ClippedMinMaxOptimizer``; absmax for 8 bits) on the original weight, once per group
+  ("static groups"), so that
   columns can be visited in decreasing order of ``diag(H)`` ("act order") and every code
   still uses its own group's parameters. Codes, scales and zero-points then have exactly
   the layout of the other optimizers: a GPTQ model saves, loads and runs like any other.
@@ -25,20 +27,23 @@ import torch
 
 from .. import ops
 from ..qtypes import QType
-from .base import AbsmaxOptimizer, MinMaxOptimizer, Optimizer
+from .base import AbsmaxOptimizer, ClippedMinMaxOptimizer, Optimizer
 
 
 class GptqOptimizer(Optimizer):
     """GPTQ with static groups and act order (see the module docstring).
 
-    ``damp``: fraction of the mean of ``diag(H)`` added to the diagonal before inverting
-    (regularises rank-deficient H from few calibration tokens); ``block``: columns updated
+    ``damp``: fraction of the mean of ``diag(H)`` added to the diagonal before inverting. It
+    regularises H estimated from few calibration tokens; the default 0.1 (the paper's code
+    uses 0.01) because a few hundred tokens for K = 384-1536 inputs overfit: on MiniLM with
+    60 sentences, int4 group 128, 0.01 / 0.03 / 0.1 / 0.3 gave 0.979 / 0.981 / 0.982 / 0.982
+    mean embedding cosine. ``block``: columns updated
     together (speed only, the result is the same up to rounding).
     """
     name = "gptq"
     needs_input_gram = True
 
-    def __init__(self, damp: float = 0.01, block: int = 128):
+    def __init__(self, damp: float = 0.1, block: int = 128):
         if not damp > 0:
             raise ValueError(f"GptqOptimizer: expected damp > 0, got {damp}")
         if block < 1:
@@ -48,7 +53,7 @@ class GptqOptimizer(Optimizer):
 
     @staticmethod
     def base(qtype: QType) -> Optimizer:
-        return MinMaxOptimizer() if qtype.is_packed else AbsmaxOptimizer()
+        return ClippedMinMaxOptimizer() if qtype.is_packed else AbsmaxOptimizer()
 
     def __call__(self, weight, qtype, axis=None, group_size=None):
         """The base optimizer's parameters (used until freeze and for non-Linear modules)."""
