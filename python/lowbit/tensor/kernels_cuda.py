@@ -39,7 +39,8 @@ def _has_fp8_tensor_cores(device_index: int) -> bool:
 
 def linear_fp8_per_token(input, codes, scale, bias=None):
     """``F.linear`` with float8 e4m3fn activations quantized per token (scale = absmax / 448 of
-    each row, the rule of the fake-quantized path, so the codes are the same) and a frozen
+    each row, as the fake-quantized path, so the codes are the same but for rows whose absmax
+    is under 448e-12, where that path's 1e-12 floor saturates them) and a frozen
     float8 e4m3fn weight (``codes`` [N, K], ``scale`` [N, 1] or [1, 1] float32), as a float8 x float8
     product: ``torch._scaled_mm`` with row-wise scales (float32 accumulation, both scales applied
     to the result). bfloat16 input and output only (what row-wise scaling offers), K and N
@@ -54,7 +55,9 @@ def linear_fp8_per_token(input, codes, scale, bias=None):
     pad = -m % 16  # the row-wise float8 GEMM wants whole tiles of 16 rows; zero rows give zero codes
     if pad:
         x = torch.nn.functional.pad(x, (0, 0, 0, pad))
-    sx = (x.abs().amax(-1, keepdim=True).float() / 448.0).clamp_min(1e-12)
+    # one pass for the row scales (absmax / 448; a zero row gets 1 where the fake-quantized path
+    # has 1e-12, and either way its codes are 0), one for the codes
+    sx = ops.choose_scale_fp8(x, _E4M3, 0)
     xq = ops.quantize_fp8(x, sx, _E4M3)
     sw = scale.float().reshape(1, -1).expand(1, n).contiguous()
     y = torch._scaled_mm(xq, codes.t(), scale_a=sx, scale_b=sw, out_dtype=torch.bfloat16)
