@@ -16,8 +16,6 @@
 
 namespace lowbit::cpu {
 
-enum class Fp8Format : int { E4M3FN = 0, E5M2 = 1 };
-
 // Constants of the float32 -> float8 encoders (portable and AVX2 share them).
 // A float32 |v| (as bits `a`) in [min_normal, max] encodes as
 //   (a + rebias + (1 << (shift - 1)) - 1 + ((a >> shift) & 1)) >> shift

@@ -17,11 +17,11 @@
 //          y[m, n] = sum_b d[n, b] * dx[m, b] * int32_dot(code[n, b], qx[m, b]).
 #pragma once
 #include "cpu/panel_gemm.h"
+#include "lowbit/float_types.h"  // Fp8Format
 #include <cstdint>
 
 namespace lowbit::cpu {
 
-enum class Fp8Format : int { E4M3FN = 0, E5M2 = 1 };
 
 // Activations quantized to int8 blocks of 32 (Q8_0-like, float32 scale):
 //   qx [rows, K] int8, dx [rows, K / 32] float32, sx [rows, K / 32] int32 holding

@@ -130,35 +130,35 @@ fp8_scale_finalize_kernel(const uint32_t* __restrict__ kmin, const uint32_t* __r
 
 }  // namespace
 
-cudaError_t launch_choose_scale_fp8(const void* x, FloatType type, ScaleLayout L, Fp8Kind kind, uint32_t* keys,
+cudaError_t launch_choose_scale_fp8(const void* x, FloatType type, ScaleLayout L, Fp8Format kind, uint32_t* keys,
                                     float* scale, cudaStream_t stream) {
   if (L.channels <= 0) return cudaSuccess;
   uint32_t* kmin = keys;
   uint32_t* kmax = keys + L.channels;
   const cudaError_t err = launch_minmax_keys(x, type, L, kmin, kmax, stream);
   if (err != cudaSuccess) return err;
-  const float max_finite = kind == Fp8Kind::E4M3FN ? 448.f : 57344.f;
+  const float max_finite = kind == Fp8Format::E4M3FN ? 448.f : 57344.f;
   fp8_scale_finalize_kernel<<<grid_for(L.channels), kThreads, 0, stream>>>(kmin, kmax, L.channels, max_finite,
                                                                            scale);
   return cudaGetLastError();
 }
 
-cudaError_t launch_quantize_fp8(const void* x, FloatType type, ScaleLayout L, const float* scale, Fp8Kind kind,
+cudaError_t launch_quantize_fp8(const void* x, FloatType type, ScaleLayout L, const float* scale, Fp8Format kind,
                                 uint8_t* q, cudaStream_t stream) {
   return with_float_type(type, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     const T* xt = static_cast<const T*>(x);
-    if (kind == Fp8Kind::E4M3FN) return launch_float_to_byte(xt, q, L.numel(), L, Fp8QuantOp<true>{scale}, stream);
+    if (kind == Fp8Format::E4M3FN) return launch_float_to_byte(xt, q, L.numel(), L, Fp8QuantOp<true>{scale}, stream);
     return launch_float_to_byte(xt, q, L.numel(), L, Fp8QuantOp<false>{scale}, stream);
   });
 }
 
-cudaError_t launch_dequantize_fp8(const uint8_t* q, Fp8Kind kind, ScaleLayout L, const float* scale, void* y,
+cudaError_t launch_dequantize_fp8(const uint8_t* q, Fp8Format kind, ScaleLayout L, const float* scale, void* y,
                                   FloatType type, cudaStream_t stream) {
   return with_float_type(type, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     T* yt = static_cast<T*>(y);
-    if (kind == Fp8Kind::E4M3FN) return launch_byte_to_float(q, yt, L.numel(), L, Fp8DequantOp<true>{scale}, stream);
+    if (kind == Fp8Format::E4M3FN) return launch_byte_to_float(q, yt, L.numel(), L, Fp8DequantOp<true>{scale}, stream);
     return launch_byte_to_float(q, yt, L.numel(), L, Fp8DequantOp<false>{scale}, stream);
   });
 }

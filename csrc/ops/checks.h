@@ -40,6 +40,24 @@ inline void check_float_dtype_arg(at::ScalarType t, const char* op, const char* 
               " to be torch.float32, torch.float16 or torch.bfloat16, got ", t);
 }
 
+inline bool is_fp8(at::ScalarType t) { return t == at::kFloat8_e4m3fn || t == at::kFloat8_e5m2; }
+inline Fp8Format fp8_format_of(at::ScalarType t) {
+  return t == at::kFloat8_e4m3fn ? Fp8Format::E4M3FN : Fp8Format::E5M2;
+}
+
+// A float8 dtype argument (`dtype` of the float8 quantizers) -> its format.
+inline Fp8Format fp8_format_arg(at::ScalarType t, const char* op) {
+  TORCH_CHECK(is_fp8(t), "lowbit.", op, ": expected dtype torch.float8_e4m3fn or torch.float8_e5m2, got ", t);
+  return fp8_format_of(t);
+}
+
+// A float8 code tensor (`arg` of the dequantizer and the linear op) -> its format.
+inline Fp8Format fp8_codes_format(const at::Tensor& q, const char* op, const char* arg) {
+  TORCH_CHECK(is_fp8(q.scalar_type()), "lowbit.", op, ": expected ", arg,
+              " of dtype torch.float8_e4m3fn or torch.float8_e5m2, got ", q.scalar_type());
+  return fp8_format_of(q.scalar_type());
+}
+
 inline void check_dtype(const at::Tensor& t, at::ScalarType want, const char* op, const char* arg) {
   TORCH_CHECK(t.scalar_type() == want, "lowbit.", op, ": expected ", arg, " of dtype ", want,
               ", got ", t.scalar_type());
@@ -141,6 +159,22 @@ inline void check_zero_point(const std::optional<at::Tensor>& zero_point, const 
   check_same_device(*zero_point, scale, op, "zero_point", "scale");
   TORCH_CHECK(zero_point->sizes() == scale.sizes(), "lowbit.", op, ": expected zero_point of the shape of scale ",
               scale.sizes(), ", got ", zero_point->sizes());
+}
+
+// The scale / zero-point arguments of quantize_affine and dequantize_affine (CPU and CUDA),
+// checked against `t` (x or codes) and made contiguous.
+struct AffineParams {
+  ScaleLayout layout;
+  at::Tensor scale;
+  std::optional<at::Tensor> zero_point;
+  const float* zero_point_ptr() const { return zero_point ? zero_point->const_data_ptr<float>() : nullptr; }
+};
+
+inline AffineParams affine_params(const at::Tensor& t, const at::Tensor& scale,
+                                  const std::optional<at::Tensor>& zero_point, const char* op) {
+  const ScaleLayout L = layout_from_scale(t, scale, op);  // also checks scale's dtype and device
+  check_zero_point(zero_point, scale, op);
+  return {L, scale.contiguous(), zero_point ? std::optional<at::Tensor>(zero_point->contiguous()) : std::nullopt};
 }
 
 }  // namespace lowbit::ops

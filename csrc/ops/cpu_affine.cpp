@@ -76,14 +76,12 @@ at::Tensor quantize_affine(const at::Tensor& x_in, const at::Tensor& scale_in,
   check_float(x_in, op, "x");
   check_bits(bits, op);
   const at::Tensor x = x_in.contiguous();
-  const ScaleLayout L = layout_from_scale(x, scale_in, op);
-  check_zero_point(zp_in, scale_in, op);
-  const at::Tensor scale = scale_in.contiguous();
-  const std::optional<at::Tensor> zp = zp_in ? std::optional<at::Tensor>(zp_in->contiguous()) : std::nullopt;
-  check_params_values(scale, zp, op);
+  const AffineParams p = affine_params(x, scale_in, zp_in, op);
+  const ScaleLayout& L = p.layout;
+  check_params_values(p.scale, p.zero_point, op);
   at::Tensor codes = at::empty(x.sizes(), x.options().dtype(at::kChar));
-  const float* ps_ = scale.data_ptr<float>();
-  const float* pz = zp ? zp->data_ptr<float>() : nullptr;
+  const float* ps_ = p.scale.const_data_ptr<float>();
+  const float* pz = p.zero_point_ptr();
   int8_t* pq = codes.data_ptr<int8_t>();
   const int qmin = static_cast<int>(qmin_of(bits)), qmax = static_cast<int>(qmax_of(bits));
   with_float_type(x.scalar_type(), [&](auto* tag) {
@@ -102,13 +100,11 @@ at::Tensor dequantize_affine(const at::Tensor& codes_in, const at::Tensor& scale
   check_dtype(codes_in, at::kChar, op, "codes");
   check_float_dtype_arg(dtype, op, "dtype");
   const at::Tensor codes = codes_in.contiguous();
-  const ScaleLayout L = layout_from_scale(codes, scale_in, op);
-  check_zero_point(zp_in, scale_in, op);
-  const at::Tensor scale = scale_in.contiguous();
-  const std::optional<at::Tensor> zp = zp_in ? std::optional<at::Tensor>(zp_in->contiguous()) : std::nullopt;
+  const AffineParams p = affine_params(codes, scale_in, zp_in, op);
+  const ScaleLayout& L = p.layout;
   at::Tensor y = at::empty(codes.sizes(), codes.options().dtype(dtype));
-  const float* ps_ = scale.data_ptr<float>();
-  const float* pz = zp ? zp->data_ptr<float>() : nullptr;
+  const float* ps_ = p.scale.const_data_ptr<float>();
+  const float* pz = p.zero_point_ptr();
   const int8_t* pq = codes.data_ptr<int8_t>();
   with_float_type(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;

@@ -14,14 +14,6 @@
 namespace lowbit::ops {
 namespace {
 
-using cpu::Fp8Format;
-
-bool is_fp8(at::ScalarType t) { return t == at::kFloat8_e4m3fn || t == at::kFloat8_e5m2; }
-
-Fp8Format fp8_format_arg(at::ScalarType t, const char* op) {
-  TORCH_CHECK(is_fp8(t), "lowbit.", op, ": expected dtype torch.float8_e4m3fn or torch.float8_e5m2, got ", t);
-  return t == at::kFloat8_e4m3fn ? Fp8Format::E4M3FN : Fp8Format::E5M2;
-}
 
 
 at::Tensor choose_scale_fp8(const at::Tensor& x_in, at::ScalarType dtype, std::optional<int64_t> axis,
@@ -80,10 +72,8 @@ at::Tensor quantize_fp8(const at::Tensor& x_in, const at::Tensor& scale_in, at::
 
 at::Tensor dequantize_fp8(const at::Tensor& q_in, const at::Tensor& scale_in, at::ScalarType dtype) {
   constexpr const char* op = "dequantize_fp8";
-  TORCH_CHECK(is_fp8(q_in.scalar_type()), "lowbit.", op,
-              ": expected q of dtype torch.float8_e4m3fn or torch.float8_e5m2, got ", q_in.scalar_type());
+  const Fp8Format fmt = fp8_codes_format(q_in, op, "q");
   check_float_dtype_arg(dtype, op, "dtype");
-  const Fp8Format fmt = q_in.scalar_type() == at::kFloat8_e4m3fn ? Fp8Format::E4M3FN : Fp8Format::E5M2;
   const ScaleLayout L = layout_from_scale(q_in, scale_in, op);
   const at::Tensor q = q_in.contiguous();
   const at::Tensor scale = scale_in.contiguous();

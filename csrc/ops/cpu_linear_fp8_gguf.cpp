@@ -66,7 +66,7 @@ at::Tensor linear_fp8(const at::Tensor& x, const at::Tensor& q_in, const at::Ten
   if (a.M == 0 || N == 0) return a.y;
   const at::Tensor q = q_in.contiguous(), scale = scale_in.contiguous();
   const FloatIO io = float_io(a);
-  const auto fmt = q.scalar_type() == at::kFloat8_e4m3fn ? cpu::Fp8Format::E4M3FN : cpu::Fp8Format::E5M2;
+  const Fp8Format fmt = fp8_format_of(q.scalar_type());
   const int64_t scale_stride = scale.size(0) == 1 ? 0 : 1;
   const float* xp = io.xf.const_data_ptr<float>();
   const auto* qp = static_cast<const uint8_t*>(q.const_data_ptr());

@@ -63,8 +63,7 @@ inline WeightShape check_int8_weight(const at::Tensor& x, const at::Tensor& code
 // linear_fp8: q float8 (e4m3fn / e5m2) [N, K], scale float32 [N, 1] or [1, 1].
 inline WeightShape check_fp8_weight(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale) {
   constexpr const char* op = "linear_fp8";
-  TORCH_CHECK(q.scalar_type() == at::kFloat8_e4m3fn || q.scalar_type() == at::kFloat8_e5m2, "lowbit.", op,
-              ": expected q of dtype torch.float8_e4m3fn or torch.float8_e5m2, got ", q.scalar_type());
+  fp8_codes_format(q, op, "q");
   TORCH_CHECK(q.dim() == 2, "lowbit.", op, ": expected q of rank 2 ([N, K]), got shape ", q.sizes());
   check_same_device(q, x, op, "q", "x");
   const int64_t N = q.size(0), K = q.size(1);

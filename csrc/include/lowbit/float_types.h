@@ -73,4 +73,7 @@ template <> inline bf16_t from_float<bf16_t>(float v) { return bf16_t{float_to_b
 // The float element types a kernel can read or write.
 enum class FloatType : int { F32 = 0, F16 = 1, BF16 = 2 };
 
+// The float8 formats (OCP e4m3fn and e5m2; docs/formats.md), for the CPU and CUDA kernels.
+enum class Fp8Format : int { E4M3FN = 0, E5M2 = 1 };
+
 }  // namespace lowbit

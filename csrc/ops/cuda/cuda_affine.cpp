@@ -53,17 +53,13 @@ at::Tensor quantize_affine_cuda(const at::Tensor& x_in, const at::Tensor& scale_
   check_float(x_in, op, "x");
   check_bits(bits, op);
   const at::Tensor x = x_in.contiguous();
-  const ScaleLayout L = layout_from_scale(x, scale_in, op);  // also checks scale's dtype and device
-  check_zero_point(zp_in, scale_in, op);
+  const AffineParams p = affine_params(x, scale_in, zp_in, op);
   check_cuda(x, op, "x");
-  const at::Tensor scale = scale_in.contiguous();
-  const std::optional<at::Tensor> zp = zp_in ? std::optional<at::Tensor>(zp_in->contiguous()) : std::nullopt;
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor codes = at::empty(x.sizes(), x.options().dtype(at::kChar));
   if (x.numel() == 0) return codes;
-  C10_CUDA_CHECK(cuda::launch_quantize_affine(x.const_data_ptr(), float_type_of(x.scalar_type()), L,
-                                              scale.const_data_ptr<float>(),
-                                              zp ? zp->const_data_ptr<float>() : nullptr, static_cast<int>(bits),
+  C10_CUDA_CHECK(cuda::launch_quantize_affine(x.const_data_ptr(), float_type_of(x.scalar_type()), p.layout,
+                                              p.scale.const_data_ptr<float>(), p.zero_point_ptr(), static_cast<int>(bits),
                                               codes.mutable_data_ptr<int8_t>(), c10::cuda::getCurrentCUDAStream()));
   return codes;
 }
@@ -74,16 +70,13 @@ at::Tensor dequantize_affine_cuda(const at::Tensor& codes_in, const at::Tensor& 
   check_dtype(codes_in, at::kChar, op, "codes");
   check_float_dtype_arg(dtype, op, "dtype");
   const at::Tensor codes = codes_in.contiguous();
-  const ScaleLayout L = layout_from_scale(codes, scale_in, op);
-  check_zero_point(zp_in, scale_in, op);
+  const AffineParams p = affine_params(codes, scale_in, zp_in, op);
   check_cuda(codes, op, "codes");
-  const at::Tensor scale = scale_in.contiguous();
-  const std::optional<at::Tensor> zp = zp_in ? std::optional<at::Tensor>(zp_in->contiguous()) : std::nullopt;
   const c10::cuda::CUDAGuard guard(codes.device());
   at::Tensor y = at::empty(codes.sizes(), codes.options().dtype(dtype));
   if (codes.numel() == 0) return y;
-  C10_CUDA_CHECK(cuda::launch_dequantize_affine(codes.const_data_ptr<int8_t>(), L, scale.const_data_ptr<float>(),
-                                                zp ? zp->const_data_ptr<float>() : nullptr, y.mutable_data_ptr(),
+  C10_CUDA_CHECK(cuda::launch_dequantize_affine(codes.const_data_ptr<int8_t>(), p.layout,
+                                                p.scale.const_data_ptr<float>(), p.zero_point_ptr(), y.mutable_data_ptr(),
                                                 float_type_of(dtype), c10::cuda::getCurrentCUDAStream()));
   return y;
 }

@@ -19,21 +19,13 @@
 namespace lowbit::ops {
 namespace {
 
-using cuda::Fp8Kind;
-
-bool is_fp8(at::ScalarType t) { return t == at::kFloat8_e4m3fn || t == at::kFloat8_e5m2; }
-
-Fp8Kind fp8_kind_arg(at::ScalarType t, const char* op) {
-  TORCH_CHECK(is_fp8(t), "lowbit.", op, ": expected dtype torch.float8_e4m3fn or torch.float8_e5m2, got ", t);
-  return t == at::kFloat8_e4m3fn ? Fp8Kind::E4M3FN : Fp8Kind::E5M2;
-}
 
 
 at::Tensor choose_scale_fp8_cuda(const at::Tensor& x_in, at::ScalarType dtype, std::optional<int64_t> axis,
                                  std::optional<int64_t> group_size) {
   constexpr const char* op = "choose_scale_fp8";
   check_float(x_in, op, "x");
-  const Fp8Kind kind = fp8_kind_arg(dtype, op);
+  const Fp8Format fmt = fp8_format_arg(dtype, op);
   const ParamShape ps = param_shape_for(x_in, axis, group_size, op);
   check_cuda(x_in, op, "x");
   const at::Tensor x = x_in.contiguous();
@@ -42,7 +34,7 @@ at::Tensor choose_scale_fp8_cuda(const at::Tensor& x_in, at::ScalarType dtype, s
   const int64_t C = ps.layout.channels;
   if (C == 0) return scale;
   at::Tensor keys = at::empty({2 * C}, x.options().dtype(at::kInt));  // min keys, then max keys
-  C10_CUDA_CHECK(cuda::launch_choose_scale_fp8(x.const_data_ptr(), float_type_of(x.scalar_type()), ps.layout, kind,
+  C10_CUDA_CHECK(cuda::launch_choose_scale_fp8(x.const_data_ptr(), float_type_of(x.scalar_type()), ps.layout, fmt,
                                                reinterpret_cast<uint32_t*>(keys.mutable_data_ptr<int32_t>()),
                                                scale.mutable_data_ptr<float>(), c10::cuda::getCurrentCUDAStream()));
   return scale;
@@ -51,7 +43,7 @@ at::Tensor choose_scale_fp8_cuda(const at::Tensor& x_in, at::ScalarType dtype, s
 at::Tensor quantize_fp8_cuda(const at::Tensor& x_in, const at::Tensor& scale_in, at::ScalarType dtype) {
   constexpr const char* op = "quantize_fp8";
   check_float(x_in, op, "x");
-  const Fp8Kind kind = fp8_kind_arg(dtype, op);
+  const Fp8Format fmt = fp8_format_arg(dtype, op);
   const ScaleLayout L = layout_from_scale(x_in, scale_in, op);  // also checks scale's dtype and device
   check_cuda(x_in, op, "x");
   const at::Tensor x = x_in.contiguous();
@@ -60,7 +52,7 @@ at::Tensor quantize_fp8_cuda(const at::Tensor& x_in, const at::Tensor& scale_in,
   at::Tensor q = at::empty(x.sizes(), x.options().dtype(dtype));
   if (x.numel() == 0) return q;
   C10_CUDA_CHECK(cuda::launch_quantize_fp8(x.const_data_ptr(), float_type_of(x.scalar_type()), L,
-                                           scale.const_data_ptr<float>(), kind,
+                                           scale.const_data_ptr<float>(), fmt,
                                            static_cast<uint8_t*>(q.mutable_data_ptr()),
                                            c10::cuda::getCurrentCUDAStream()));
   return q;
@@ -68,10 +60,8 @@ at::Tensor quantize_fp8_cuda(const at::Tensor& x_in, const at::Tensor& scale_in,
 
 at::Tensor dequantize_fp8_cuda(const at::Tensor& q_in, const at::Tensor& scale_in, at::ScalarType dtype) {
   constexpr const char* op = "dequantize_fp8";
-  TORCH_CHECK(is_fp8(q_in.scalar_type()), "lowbit.", op,
-              ": expected q of dtype torch.float8_e4m3fn or torch.float8_e5m2, got ", q_in.scalar_type());
+  const Fp8Format fmt = fp8_codes_format(q_in, op, "q");
   check_float_dtype_arg(dtype, op, "dtype");
-  const Fp8Kind kind = q_in.scalar_type() == at::kFloat8_e4m3fn ? Fp8Kind::E4M3FN : Fp8Kind::E5M2;
   const ScaleLayout L = layout_from_scale(q_in, scale_in, op);
   check_cuda(q_in, op, "q");
   const at::Tensor q = q_in.contiguous();
@@ -79,7 +69,7 @@ at::Tensor dequantize_fp8_cuda(const at::Tensor& q_in, const at::Tensor& scale_i
   const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor y = at::empty(q.sizes(), q.options().dtype(dtype));
   if (q.numel() == 0) return y;
-  C10_CUDA_CHECK(cuda::launch_dequantize_fp8(static_cast<const uint8_t*>(q.const_data_ptr()), kind, L,
+  C10_CUDA_CHECK(cuda::launch_dequantize_fp8(static_cast<const uint8_t*>(q.const_data_ptr()), fmt, L,
                                              scale.const_data_ptr<float>(), y.mutable_data_ptr(),
                                              float_type_of(dtype), c10::cuda::getCurrentCUDAStream()));
   return y;
