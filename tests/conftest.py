@@ -4,9 +4,17 @@ import torch
 import lowbit
 from lowbit._cpu import use_cpu_isa
 
-# Every kernel family has an AVX2 path and a portable path; CPU tests that take the
-# `isa` fixture run once per path available on this machine.
-ISAS = ["portable"] + (["avx2"] if lowbit._C.cpu_has_avx2() else [])
+# Every kernel family has an AVX2 path and a portable path, and a few an AVX-512 path
+# (the others run their AVX2 one under "avx512"); CPU tests that take the `isa` fixture
+# run once per ISA available on this machine.
+ISAS = (["portable"] + (["avx2"] if lowbit._C.cpu_has_avx2() else [])
+        + (["avx512"] if lowbit._C.cpu_has_avx512() else []))
+
+
+def ran_on(kernel: str, isa: str) -> bool:
+    """Whether a kernel name from last_kernels() belongs to `isa` (kernels without an
+    AVX-512 version run their AVX2 one under "avx512")."""
+    return kernel.startswith(isa) or (isa == "avx512" and kernel.startswith("avx2"))
 
 
 @pytest.fixture(params=ISAS)

@@ -13,11 +13,11 @@ def test_ops_are_registered():
 
 
 def test_cpu_isa_selection():
-    assert lowbit.cpu_isa() in ("avx2", "portable")
+    assert lowbit.cpu_isa() in ("avx512", "avx2", "portable")
     with lowbit.use_cpu_isa("portable"):
         assert lowbit.cpu_isa() == "portable"
     with pytest.raises(ValueError, match="unknown CPU ISA 'sse9'"):
         lowbit.set_cpu_isa("sse9")
     info = lowbit.build_info()
-    assert {"avx2_kernels", "cuda", "compiler"} <= set(info)
+    assert {"avx2_kernels", "avx512_kernels", "cuda", "compiler"} <= set(info)
     assert isinstance(lowbit.last_kernels(), dict)

@@ -85,7 +85,7 @@ void linear_int8_f32act(const float* x, int64_t M, int64_t K, const int8_t* code
 void linear_int8_int8act(const int8_t* xq, int64_t ldq, const float* sx, int64_t M, int64_t K,
                          const int8_t* codes, const float* scale, const float* bias, float* y, int64_t ldy,
                          int64_t n0, int64_t n1) {
-  LOWBIT_CPU_DISPATCH(linear_int8_int8act, xq, ldq, sx, M, K, codes, scale, bias, y, ldy, n0, n1);
+  LOWBIT_CPU_DISPATCH3(linear_int8_int8act, xq, ldq, sx, M, K, codes, scale, bias, y, ldy, n0, n1);
 }
 
 }  // namespace lowbit::cpu

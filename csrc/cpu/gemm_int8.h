@@ -36,7 +36,7 @@ void linear_int8_int8act(const int8_t* xq, int64_t ldq, const float* sx, int64_t
                          const int8_t* codes, const float* scale, const float* bias, float* y, int64_t ldy,
                          int64_t n0, int64_t n1);
 
-// The two implementations behind the run-time dispatch above.
+// The implementations behind the run-time dispatch above.
 namespace portable {
 void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* xq, int64_t ldq, float* sx);
 void linear_int8_f32act(const float* x, int64_t M, int64_t K, const int8_t* codes, const float* scale,
@@ -54,5 +54,12 @@ void linear_int8_int8act(const int8_t* xq, int64_t ldq, const float* sx, int64_t
                          const int8_t* codes, const float* scale, const float* bias, float* y, int64_t ldy,
                          int64_t n0, int64_t n1);
 }  // namespace avx2
+
+// AVX-512 VNNI (cpu/avx512/gemm_int8_avx512.cpp): the W8A8 kernel only.
+namespace avx512 {
+void linear_int8_int8act(const int8_t* xq, int64_t ldq, const float* sx, int64_t M, int64_t K,
+                         const int8_t* codes, const float* scale, const float* bias, float* y, int64_t ldy,
+                         int64_t n0, int64_t n1);
+}  // namespace avx512
 
 }  // namespace lowbit::cpu

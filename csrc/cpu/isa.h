@@ -1,22 +1,28 @@
-// Run-time choice between the portable kernels and the AVX2/FMA/F16C ones.
+// Run-time choice between the portable kernels, the AVX2/FMA/F16C ones and, for the
+// kernels that have one, an AVX-512 (F, BW, VL, VNNI) version.
 #pragma once
 #include <string>
 
 namespace lowbit::cpu {
 
-enum class Isa { Portable, Avx2 };
+// Ordered: each ISA can run every kernel of the ones before it.
+enum class Isa { Portable, Avx2, Avx512 };
 
 // What this CPU and this build can run.
 bool cpu_has_avx2();
+// AVX-512 F + BW + VL + VNNI (with OS support for the zmm state) and the AVX2 set.
+bool cpu_has_avx512();
 // The ISA kernels dispatch to now: the best available, unless forced with
-// set_isa() or the environment variable LOWBIT_CPU_ISA=portable|avx2.
+// set_isa() or the environment variable LOWBIT_CPU_ISA=portable|avx2|avx512.
 Isa active_isa();
 // Forces an ISA (tests use it to cover the portable path); throws
 // std::invalid_argument for an unknown name or one this CPU cannot run.
 void set_isa(const std::string& name);
 const char* isa_name(Isa isa);
 
-inline bool use_avx2() { return active_isa() == Isa::Avx2; }
+// Kernels without an AVX-512 version run their AVX2 one under Isa::Avx512.
+inline bool use_avx2() { return active_isa() >= Isa::Avx2; }
+inline bool use_avx512() { return active_isa() == Isa::Avx512; }
 
 }  // namespace lowbit::cpu
 
@@ -27,4 +33,13 @@ inline bool use_avx2() { return active_isa() == Isa::Avx2; }
   return ::lowbit::cpu::use_avx2() ? avx2::fn(__VA_ARGS__) : portable::fn(__VA_ARGS__)
 #else
 #define LOWBIT_CPU_DISPATCH(fn, ...) return portable::fn(__VA_ARGS__)
+#endif
+
+// The same with an AVX-512 version first, for the kernels that have one.
+#if defined(LOWBIT_HAVE_AVX512)
+#define LOWBIT_CPU_DISPATCH3(fn, ...)                                                    \
+  if (::lowbit::cpu::use_avx512()) return avx512::fn(__VA_ARGS__);                       \
+  LOWBIT_CPU_DISPATCH(fn, __VA_ARGS__)
+#else
+#define LOWBIT_CPU_DISPATCH3(fn, ...) LOWBIT_CPU_DISPATCH(fn, __VA_ARGS__)
 #endif

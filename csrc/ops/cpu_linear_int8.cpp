@@ -53,7 +53,9 @@ at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& codes, const at::T
   const int64_t tasks = (N + per - 1) / per;
 
   if (int8_activations) {
-    cpu::note_kernel(kOp, avx2 ? (M == 1 ? "avx2_gemv_int8act" : "avx2_gemm_int8act") : "portable_int8act");
+    cpu::note_kernel(kOp, cpu::use_avx512() ? (M == 1 ? "avx512_gemv_int8act" : "avx512_gemm_int8act")
+                          : avx2                ? (M == 1 ? "avx2_gemv_int8act" : "avx2_gemm_int8act")
+                                                : "portable_int8act");
     const int64_t ldq = cpu::int8act_row_stride(K);
     at::Tensor xq = at::empty({M, ldq}, a.x2d.options().dtype(at::kChar));
     at::Tensor sx = at::empty({M}, a.x2d.options().dtype(at::kFloat));

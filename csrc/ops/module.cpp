@@ -15,11 +15,13 @@ namespace py = pybind11;
 PYBIND11_MODULE(_C, m) {
   m.doc() = "lowbit compiled ops (registered in torch.ops.lowbit)";
   m.def("cpu_has_avx2", &lowbit::cpu::cpu_has_avx2, "Whether this CPU and build can run the AVX2/FMA/F16C kernels.");
+  m.def("cpu_has_avx512", &lowbit::cpu::cpu_has_avx512,
+        "Whether this CPU and build can run the AVX-512 (F/BW/VL/VNNI) kernels.");
   m.def("cpu_isa", [] { return std::string(lowbit::cpu::isa_name(lowbit::cpu::active_isa())); },
-        "The CPU kernel family in use: 'avx2' or 'portable'.");
+        "The CPU kernel family in use: 'avx512', 'avx2' or 'portable'.");
   m.def("set_cpu_isa", [](const std::string& name) {
     try { lowbit::cpu::set_isa(name); } catch (const std::invalid_argument& e) { throw py::value_error(e.what()); }
-  }, py::arg("name"), "Force the CPU kernel family ('avx2' or 'portable'), e.g. to test the portable path.");
+  }, py::arg("name"), "Force the CPU kernel family ('avx512', 'avx2' or 'portable'), e.g. to test the portable path.");
   m.def("last_kernels", &lowbit::cpu::last_kernels,
         "op name -> the kernel its latest call ran (e.g. 'avx2_int4_gemv', 'portable').");
   m.def("build_info", [] {
@@ -28,6 +30,11 @@ PYBIND11_MODULE(_C, m) {
     d["avx2_kernels"] = true;
 #else
     d["avx2_kernels"] = false;
+#endif
+#ifdef LOWBIT_HAVE_AVX512
+    d["avx512_kernels"] = true;
+#else
+    d["avx512_kernels"] = false;
 #endif
 #ifdef LOWBIT_WITH_CUDA
     d["cuda"] = true;

@@ -1,16 +1,16 @@
-"""Which CPU kernels run: AVX2/FMA/F16C where the CPU has them, else portable C++."""
+"""Which CPU kernels run: AVX-512 VNNI (W8A8), AVX2/FMA/F16C where the CPU has them, else portable C++."""
 import contextlib
 
 from . import _C
 
 
 def cpu_isa() -> str:
-    """The CPU kernel family in use: ``"avx2"`` or ``"portable"``."""
+    """The CPU kernel family in use: ``"avx512"``, ``"avx2"`` or ``"portable"``."""
     return _C.cpu_isa()
 
 
 def set_cpu_isa(name: str) -> None:
-    """Force the CPU kernel family (``"avx2"`` or ``"portable"``).
+    """Force the CPU kernel family (``"avx512"``, ``"avx2"`` or ``"portable"``).
 
     The environment variable ``LOWBIT_CPU_ISA`` sets the same thing at import.
     Raises ``ValueError`` for an unknown name or one this CPU cannot run.
@@ -30,7 +30,7 @@ def use_cpu_isa(name: str):
 
 
 def build_info() -> dict:
-    """How the extension was built (AVX2 kernels, CUDA, compiler)."""
+    """How the extension was built (AVX2 / AVX-512 kernels, CUDA, compiler)."""
     return dict(_C.build_info())
 
 

@@ -106,6 +106,39 @@ def test_avx2_vs_portable(int8_act):
             assert rel_err(ya, ref) < 1e-5 and rel_err(yp, ref) < 1e-5
 
 
+@pytest.mark.skipif(not lowbit._C.cpu_has_avx512(), reason="needs AVX-512 VNNI")
+def test_avx512_vs_portable_bit_exact():
+    # The VNNI kernels sum (w + 128) * xq and subtract 128 * sum(xq): every M = 1 / tile
+    # edge (M % 4, N % 4) and K tail of the 64-byte steps, against the portable kernel.
+    for M, N, K in [(1, 131, 4096 + 23), (1, 3, 63), (2, 5, 64), (3, 6, 65), (5, 70, 1000),
+                    (4, 4, 1), (9, 11, 127), (33, 40, 64), (300, 67, 130)]:
+        x, codes, scale, bias = make(M, N, K)
+        for b in (None, bias):
+            with use_cpu_isa("portable"):
+                yp = linear_int8(x, codes, scale, b, True)
+            with use_cpu_isa("avx512"):
+                ya = linear_int8(x, codes, scale, b, True)
+            assert torch.equal(ya, yp), (M, N, K)
+
+
+@pytest.mark.skipif(not lowbit._C.cpu_has_avx512(), reason="needs AVX-512 VNNI")
+def test_avx512_exact_where_the_offset_sum_wraps():
+    # codes 127 and xq 127 over the largest K: sum (127 + 128) * 127 * K exceeds 2^31 and
+    # wraps in the int32 lanes; the true sum 127 * 127 * K < 2^31 must still come out.
+    K = INT8_ACT_MAX_K
+    x = torch.ones(2, K)
+    codes = torch.full((5, K), 127, dtype=torch.int8)
+    scale = torch.ones(5, 1)
+    with use_cpu_isa("avx512"):
+        y = linear_int8(x, codes, scale, None, True)
+    with use_cpu_isa("portable"):
+        yp = linear_int8(x, codes, scale, None, True)
+    assert torch.equal(y, yp)
+    # xq = 127 and sx = 1/127: y = float32(127 * 127 * K) * float32(1/127)
+    expect = torch.tensor(127 * 127 * K, dtype=torch.float32) * (torch.tensor(1.0) / 127)
+    assert torch.equal(y, expect.expand(2, 5))
+
+
 @pytest.mark.parametrize("int8_act", [False, True])
 def test_3d_noncontiguous_and_bias_dtype(isa, int8_act):
     x, codes, scale, _ = make(6, 19, 40, lead=(3,))
@@ -152,7 +185,9 @@ def test_kernel_trace(isa):
     k1 = lowbit._C.last_kernels()["linear_int8"]
     linear_int8(torch.cat([x, x]), codes, scale, None, True)
     k2 = lowbit._C.last_kernels()["linear_int8"]
-    if isa == "avx2":
+    if isa == "avx512":  # only the int8-activation kernels have an AVX-512 version
+        assert (k1, k2) == ("avx2_gemv_f32act", "avx512_gemm_int8act")
+    elif isa == "avx2":
         assert (k1, k2) == ("avx2_gemv_f32act", "avx2_gemm_int8act")
     else:
         assert (k1, k2) == ("portable_f32act", "portable_int8act")
