@@ -9,7 +9,7 @@ timed in alternation, each cycling through its own distinct weight copies (>= 25
 float32 weights' worth and >= 4x the L3 cache), so no weight is read from cache.
 
     PYTHONPATH=python python bench/kernels.py [--quick] [--shapes 4096x4096,...]
-        [--m 1,16] [--formats int4,int8] [--threads N] [--isa avx2|portable] [--peer-f32]
+        [--m 1,16] [--formats int4,int8] [--threads N] [--isa avx512|avx2|portable] [--peer-f32]
 
 Prints a markdown table and writes bench/out/kernels.{json,md,png}. See bench/README.md.
 """
@@ -665,7 +665,7 @@ def main(argv=None) -> int:
     p.add_argument("--peer-f32", action="store_true",
                    help="also run the peers with float32 activations (their kernels are bfloat16; slow)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    p.add_argument("--isa", choices=["avx2", "portable"], default=None, help="force lowbit's CPU kernels")
+    p.add_argument("--isa", choices=["avx512", "avx2", "portable"], default=None, help="force lowbit's CPU kernels")
     p.add_argument("--target-s", type=float, default=None, help="timed seconds per variant and configuration (default 0.25; --quick 0.03)")
     p.add_argument("--max-call-s", type=float, default=1.5,
                    help="a variant slower than this per call is timed with few repetitions and skipped "
