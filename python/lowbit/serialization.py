@@ -4,7 +4,8 @@ The state dict of a frozen model holds plain tensors only (a frozen weight is
 saved as ``<module>.weight.codes``, ``.scale`` and, when asymmetric,
 ``.zero_point``; a GGUF Q4_0 / Q8_0 weight as ``<module>.weight.codes`` alone, the
 uint8 block bytes; calibrated activation scales as ``<module>.input_scale`` or
-``.output_scale``), so it is written by safetensors as is. Loading checks the map
+``.output_scale``, smoothing vectors as ``<module>.input_smoothing`` or
+``.output_smoothing``), so it is written by safetensors as is. Loading checks the map
 and every key, shape and dtype before touching the model (a block tensor whose
 byte length does not match the weight's shape is refused with its expected shape).
 """
@@ -15,7 +16,7 @@ from typing import Dict
 import torch
 from torch import nn
 
-from .nn.qmodule import QModuleMixin
+from .nn.qmodule import QModuleMixin, activation_channels
 from .tensor import expected_inner_layout, weight_axis
 
 __all__ = ["save", "load", "check_state_dict", "MODEL_FILE", "MAP_FILE"]
@@ -32,9 +33,12 @@ def _expected(model: nn.Module, entries: dict) -> Dict[str, tuple]:
         prefix = name + "." if name else ""
         skip = set()
         if name in entries:
-            _, qcls, (wq, aq, g, _opt, granularity), frozen = entries[name]
+            _, qcls, (wq, aq, g, _opt, granularity), frozen, smoothing = entries[name]
             if aq is not None and granularity == "per_tensor":
                 expected[prefix + qcls.activation_site + "_scale"] = ((), torch.float32, False)
+            if smoothing is not None:
+                expected[prefix + qcls.activation_site + "_smoothing"] = (
+                    (activation_channels(module),), torch.float32, False)
         elif isinstance(module, QModuleMixin):
             wq, g, frozen = module.weight_qtype, module.group_size, module.frozen
         else:

@@ -39,7 +39,7 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 from ..nn.qmodule import QModuleMixin, qmodule_class
 from ..optimizers import OPTIMIZERS
 from ..qtypes import qtype as as_qtype
-from ..quantize import _check_map, _set_submodule, check_activation_qtype, quantization_map, quantize
+from ..quantize import _apply_entry, _check_map, _set_submodule, check_activation_qtype, quantization_map, quantize
 from ..tensor import QTensor, check_block_options, weight_axis
 
 __all__ = ["LowbitConfig", "LowbitHfQuantizer", "QUANT_METHOD"]
@@ -248,8 +248,8 @@ class LowbitHfQuantizer(HfQuantizer):
                 if _is_conv1d(module):
                     _set_submodule(model, name, _linear_from_conv1d(module))
             entries = _check_map(model, qmap)
-            for name, (module, qcls, qcfg, _frozen) in entries.items():
-                _set_submodule(model, name, qcls.from_module(module, *qcfg))
+            for name, entry in entries.items():
+                _apply_entry(model, name, entry)
             return model
         skip = self.get_modules_to_not_convert(model, cfg.modules_to_not_convert, model._keep_in_fp32_modules)
         # a weight tied to another (lm_head to the input embedding) is re-tied to the float tensor after

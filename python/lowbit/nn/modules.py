@@ -23,6 +23,8 @@ def _adopt(qmodule, module, names=("weight", "bias")):
 
 @register_qmodule(nn.Linear)
 class QLinear(QModuleMixin, nn.Linear):
+    smoothable = True
+
     @classmethod
     def from_module(cls, module, weights, activations, group_size, optimizer, activation_granularity="per_tensor"):
         q = cls(module.in_features, module.out_features, bias=module.bias is not None, device="meta")
@@ -113,6 +115,7 @@ class QLayerNorm(QModuleMixin, nn.LayerNorm):
     activation_site = "output"
     quantizes_weight = False
     token_dim = None
+    smoothable = True
 
     @classmethod
     def from_module(cls, module, weights, activations, group_size, optimizer, activation_granularity="per_tensor"):
@@ -147,6 +150,7 @@ class QRMSNorm(QModuleMixin, nn.Module):
     activation_site = "output"
     quantizes_weight = False
     token_dim = None
+    smoothable = True
 
     @classmethod
     def from_module(cls, module, weights, activations, group_size, optimizer, activation_granularity="per_tensor"):

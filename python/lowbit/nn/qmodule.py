@@ -16,14 +16,29 @@ from ..tensor import QTensor, expected_inner_layout, quantize_weight, weight_axi
 #: the newest ``format_version`` of a quantization-map entry this lowbit writes and reads.
 #: Each entry records the oldest version that describes it, so files without GGUF weights stay
 #: readable by older lowbit: 1 = codes + float32 scale (+ zero_point) per weight;
-#: 2 = adds the block formats (qgguf_q4_0 / qgguf_q8_0), whose weight is its codes alone.
-FORMAT_VERSION = 2
-FORMAT_VERSIONS = (1, 2)
+#: 2 = adds the block formats (qgguf_q4_0 / qgguf_q8_0), whose weight is its codes alone;
+#: 3 = adds activation smoothing (``activation_smoothing`` in the entry, ``<site>_smoothing`` in the state).
+FORMAT_VERSION = 3
+FORMAT_VERSIONS = (1, 2, 3)
 
 
-def entry_format_version(weight_qtype: Optional[QType]) -> int:
+def entry_format_version(weight_qtype: Optional[QType], smoothing: Optional[float] = None) -> int:
     """The ``format_version`` of a module's quantization-map entry (see ``FORMAT_VERSION``)."""
+    if smoothing is not None:
+        return 3
     return 2 if weight_qtype is not None and weight_qtype.is_block else 1
+
+
+def activation_channels(module: nn.Module) -> int:
+    """Channels (size of the last dim) of the activation a Linear or norm quantizes: what
+    the length of its smoothing vector must be."""
+    if isinstance(module, nn.Linear):
+        return module.in_features
+    shape = getattr(module, "normalized_shape", None)
+    if shape:
+        return int(shape[-1])
+    return int(module.weight.shape[-1])
+
 
 ACTIVATION_QTYPES = (qint8, qfloat8_e4m3fn, qfloat8_e5m2)
 #: "per_tensor": one scale per activation tensor, static once calibrated (dynamic before);
@@ -93,6 +108,8 @@ class QModuleMixin:
     #: the dim holding one input vector of the module's linear map (per-token scales reduce over it);
     #: None where per-token activations do not apply (norms)
     token_dim = -1
+    #: whether ``Calibration(smoothing=...)`` applies (Linear and norms; not Conv)
+    smoothable = False
 
     def setup_quantization(self, weights: Optional[QType], activations: Optional[QType],
                            group_size: Optional[int], optimizer, device=None,
@@ -103,6 +120,8 @@ class QModuleMixin:
         self.group_size = group_size if self.weight_qtype is not None else None
         self.optimizer = (optimizer or default_optimizer(weights)) if self.weight_qtype is not None else None
         self._act_calibrated = False
+        self.activation_smoothing = None  # SmoothQuant's alpha once smoothed (see enable_smoothing)
+        self._smoothing_stats = None
         if activations is not None and activation_granularity == "per_tensor":
             self.register_buffer(self.activation_site + "_scale",
                                  torch.zeros((), dtype=torch.float32, device=device))
@@ -133,6 +152,9 @@ class QModuleMixin:
                 raise ValueError(f"freeze: the {optimizer_name(self.optimizer)} optimizer needs calibration inputs: "
                                  "run samples through the model under `with lowbit.Calibration():` before freeze()")
             gram = self._input_gram / count
+            smoothing = self.smoothing_vector()
+            if smoothing is not None:  # the Gram of the inputs the smoothed weight sees: x / s
+                gram = gram * smoothing[:, None] * smoothing[None, :]
         qweight = quantize_weight(self.weight, self.weight_qtype, self.group_size, self.optimizer, gram)
         self.weight = nn.Parameter(qweight, requires_grad=False)
         self._input_gram, self._input_count = None, 0
@@ -162,21 +184,97 @@ class QModuleMixin:
         if self.activation_granularity == "per_token":
             return self._quantize_activation_per_token(x)
         buf = getattr(self, self.activation_site + "_scale")
+        smoothing = self.smoothing_vector()
+        # the tensor that is quantized: x / s where smoothed (a Linear's weight holds W * s)
+        t = x if smoothing is None or not x.is_floating_point() else x * smoothing.to(x.dtype)
         calibration = active_calibration()
         if calibration is not None:
-            with torch.no_grad():
-                new = (x.detach().abs().amax().float() / self.activation_qtype.qmax).clamp_min(1e-12)
-                if self._act_calibrated:
-                    buf.mul_(calibration.momentum).add_((1.0 - calibration.momentum) * new)
-                else:
-                    buf.copy_(new)
-                    self._act_calibrated = True
-            return x
+            if calibration.smoothing is not None and self.smoothable:
+                self._record_channel_ranges(x, calibration)
+            else:
+                with torch.no_grad():
+                    new = (t.detach().abs().amax().float() / self.activation_qtype.qmax).clamp_min(1e-12)
+                    if self._act_calibrated:
+                        buf.mul_(calibration.momentum).add_((1.0 - calibration.momentum) * new)
+                    else:
+                        buf.copy_(new)
+                        self._act_calibrated = True
+            return x if self.activation_site == "output" else t
         if self._act_calibrated:
             scale = buf
         else:
-            scale = (x.detach().abs().amax().float() / self.activation_qtype.qmax).clamp_min(1e-12)
-        return _StraightThrough.apply(x, lambda t: _fake_quantize_activation(t, scale, self.activation_qtype))
+            scale = (t.detach().abs().amax().float() / self.activation_qtype.qmax).clamp_min(1e-12)
+        out = _StraightThrough.apply(t, lambda u: _fake_quantize_activation(u, scale, self.activation_qtype))
+        if smoothing is not None and self.activation_site == "output" and out.is_floating_point():
+            out = out / smoothing.to(out.dtype)  # a norm has no weight to take s: it goes back on the output
+        return out
+
+    # ---- SmoothQuant (Calibration(smoothing=alpha)) ----
+    def smoothing_vector(self) -> Optional[torch.Tensor]:
+        """The float32 vector ``1 / s`` the activation is multiplied by before its per-tensor
+        quantization (buffer ``input_smoothing`` / ``output_smoothing``), or None."""
+        return self._buffers.get(self.activation_site + "_smoothing")
+
+    def enable_smoothing(self, alpha: float, device=None) -> None:
+        """Registers the smoothing buffer (ones, i.e. no change yet) and records ``alpha``;
+        :func:`lowbit.requantize` calls it before loading a smoothed module's state."""
+        if not (self.smoothable and self.activation_qtype is not None
+                and self.activation_granularity == "per_tensor"):
+            raise ValueError(f"activation smoothing: expected a Linear or norm with per-tensor activations, got "
+                             f"{type(self).__name__} with activations={self.activation_qtype} "
+                             f"({self.activation_granularity})")
+        if self.smoothing_vector() is None:
+            if device is None:
+                device = getattr(self, self.activation_site + "_scale").device
+            self.register_buffer(self.activation_site + "_smoothing",
+                                 torch.ones(activation_channels(self), dtype=torch.float32, device=device))
+        self.activation_smoothing = float(alpha)
+
+    def _record_channel_ranges(self, x: torch.Tensor, calibration) -> None:
+        if self.quantizes_weight and self.frozen:
+            raise ValueError(f"Calibration(smoothing={calibration.smoothing}): {type(self).__name__} has a frozen "
+                             "weight; smoothing rescales the float weight: calibrate before lowbit.freeze()")
+        channels = activation_channels(self)
+        if x.dim() == 0 or x.shape[-1] != channels:
+            raise ValueError(f"Calibration(smoothing=...): {type(self).__name__} expected an activation with "
+                             f"{channels} channels in its last dim, got shape {list(x.shape)}")
+        if x.numel() == 0 or not x.is_floating_point():
+            return
+        with torch.no_grad():
+            amax = x.detach().reshape(-1, channels).abs().amax(0).float()
+            stats = self._smoothing_stats
+            if stats is None:
+                self._smoothing_stats = (amax, amax.clone())  # (running max, moving average) per channel
+            else:
+                stats[0].copy_(torch.maximum(stats[0], amax))
+                stats[1].mul_(calibration.momentum).add_((1.0 - calibration.momentum) * amax)
+        calibration.record_smoothing(self)
+
+    @torch.no_grad()
+    def finish_smoothing(self, alpha: float) -> None:
+        """At the end of a ``Calibration(smoothing=alpha)`` block: sets ``s`` from the recorded
+        channel ranges, rescales the weight (Linear) and sets the per-tensor scale of ``x / s``."""
+        stats, self._smoothing_stats = self._smoothing_stats, None
+        if stats is None:
+            return
+        channel_max, channel_avg = stats
+        s = channel_max.clamp_min(1e-5).pow(alpha)
+        if self.quantizes_weight:
+            previous = self.smoothing_vector()
+            weight = self.weight.detach().float()
+            if previous is not None:  # back to the float weight before dividing by the new factors
+                weight = weight * previous.to(weight.device)
+            s = s.to(weight.device) / weight.abs().amax(0).clamp_min(1e-5).pow(1.0 - alpha)
+            self.weight = nn.Parameter((weight * s).to(self.weight.dtype), requires_grad=self.weight.requires_grad)
+        self.enable_smoothing(alpha, s.device)
+        inverse = s.reciprocal()
+        self.smoothing_vector().copy_(inverse)
+        buf = getattr(self, self.activation_site + "_scale")
+        buf.copy_(((channel_avg.to(inverse.device) * inverse).amax() / self.activation_qtype.qmax).clamp_min(1e-12))
+        self._act_calibrated = True
+
+    def discard_smoothing_statistics(self) -> None:
+        self._smoothing_stats = None
 
     def _quantize_activation_per_token(self, x: torch.Tensor) -> torch.Tensor:
         # per-token scales need no calibration: Calibration leaves these modules alone
@@ -193,15 +291,19 @@ class QModuleMixin:
 
     # ---- description ----
     def quantization_config(self) -> dict:
-        return {
+        smoothing = getattr(self, "activation_smoothing", None)
+        config = {
             "weights": None if self.weight_qtype is None else self.weight_qtype.name,
             "activations": None if self.activation_qtype is None else self.activation_qtype.name,
             "activation_granularity": self.activation_granularity,
             "group_size": self.group_size,
             "optimizer": None if self.optimizer is None else optimizer_name(self.optimizer),
             "frozen": self.frozen if self.weight_qtype is not None else False,
-            "format_version": entry_format_version(self.weight_qtype),
+            "format_version": entry_format_version(self.weight_qtype, smoothing),
         }
+        if smoothing is not None:  # only then: maps of unsmoothed models stay readable by older lowbit
+            config["activation_smoothing"] = smoothing
+        return config
 
     def expected_weight_layout(self):
         """name -> (shape, dtype) of the frozen weight's inner tensors."""
