@@ -167,12 +167,12 @@ def test_minilm_int4_weights_current_level(minilm_setup):
     assert cosine(minilm_setup, weights="int4", group_size=128) >= 0.95
 
 
-@pytest.mark.xfail(strict=False, reason="HQQ lowers the weight error (see below) but its embedding cosine is level "
-                                        "with minmax here (0.9622 vs 0.9627 at group 128)")
 def test_minilm_int4_weights_hqq_beats_minmax(minilm_setup):
+    """HQQ starts from the clipped-minmax ranges: 0.9627 (minmax) -> 0.9671 with the embeddings left float
+    (0.9591 -> 0.9634 with them quantized). From plain minmax HQQ was level with it (0.9622)."""
     minmax = cosine(minilm_setup, weights="int4", group_size=128, optimizer="minmax", exclude="*embeddings*")
     hqq = cosine(minilm_setup, weights="int4", group_size=128, optimizer="hqq", exclude="*embeddings*")
-    assert minmax >= 0.94 and hqq > minmax
+    assert minmax >= 0.94 and hqq > minmax + 0.002
 
 
 def _sqnr(w, w_hat):

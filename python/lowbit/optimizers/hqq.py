@@ -10,14 +10,19 @@ two easy steps, alternated for a few iterations:
 2. ``z = mean_group(Q - (W - E) / s)``: the closed-form minimiser in ``z`` of the
    quadratic term, with the codes ``Q`` fixed;
 
-while ``beta`` grows by ``kappa`` each time (stopping early once no group improves). The scale stays the minmax one. All
-groups are solved at once with whole-tensor operations; each group keeps the
-zero-point of its lowest mean squared error seen, so the result is never worse
-than minmax in the L2 sense.
+while ``beta`` grows by ``kappa`` each time (stopping early once no group improves).
+The start, and the scale that stays fixed, are the clipped-minmax range of each group
+(:class:`~lowbit.optimizers.base.ClippedMinMaxOptimizer`: minmax shrunk by up to 30%
+where that lowers the group's squared error; plain minmax for shapes it does not take).
+All groups are solved at once with whole-tensor operations; each group keeps the
+zero-point of its lowest mean squared error seen, so the result is never worse than
+that start in the L2 sense. On all-MiniLM-L6-v2 at int4 group 128 (embedding cosine over
+54 sentences): minmax 0.9591, clipped minmax 0.9621, HQQ from minmax 0.9589, HQQ from
+the clipped range 0.9634.
 """
 import torch
 
-from .base import MinMaxOptimizer, Optimizer
+from .base import ClippedMinMaxOptimizer, Optimizer
 
 
 def _shrink_lp(x: torch.Tensor, beta: float, p: float) -> torch.Tensor:
@@ -27,7 +32,7 @@ def _shrink_lp(x: torch.Tensor, beta: float, p: float) -> torch.Tensor:
 
 
 class HqqOptimizer(Optimizer):
-    """HQQ zero-point refinement on top of minmax; integer qtypes only."""
+    """HQQ zero-point refinement on top of the clipped-minmax range; integer qtypes only."""
     name = "hqq"
 
     def __init__(self, iterations: int = 20, p: float = 0.7, beta: float = 10.0, kappa: float = 1.01):
@@ -37,7 +42,7 @@ class HqqOptimizer(Optimizer):
     def __call__(self, weight, qtype, axis=None, group_size=None):
         if qtype.is_float:
             raise ValueError(f"the hqq optimizer needs an integer qtype, got {qtype}; use 'absmax' for float8")
-        scale, zero = MinMaxOptimizer()(weight, qtype, axis, group_size)
+        scale, zero = ClippedMinMaxOptimizer()(weight, qtype, axis, group_size)
         n, k = weight.shape
         if group_size is not None:
             w = weight.float().reshape(n, k // group_size, group_size)
