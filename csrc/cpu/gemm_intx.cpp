@@ -113,6 +113,11 @@ IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations) {
   const bool int8 = int8_activations && w.group_size % kIntxActBlock == 0;
   if (int8) {
 #if defined(LOWBIT_HAVE_AVX2)
+#if defined(LOWBIT_HAVE_AVX512)
+    // M = 1 stays on the AVX2 GEMV (memory-bound, ~90% of read bandwidth already)
+    if (M > 1 && use_avx512() && avx512::intx_int8_supported(w))
+      return {IntxKernel::Avx512Int8, "avx512_gemm_int8act"};
+#endif
     if (avx && avx2::intx_int8_supported(w))
       return {IntxKernel::Avx2Int8, M == 1 ? "avx2_gemv_int8act" : "avx2_gemm_int8act"};
 #endif
@@ -147,7 +152,8 @@ void intx_prepare(const IntxPlan& plan, const IntxWeights& w, const T* x, int64_
     case IntxKernel::PortableInt8: return prepare_portable_int8(w, x, M, ws, m0, m1);
 #if defined(LOWBIT_HAVE_AVX2)
     case IntxKernel::Avx2F32: return avx2::intx_prepare_f32(w, x, M, static_cast<float*>(ws), m0, m1);
-    case IntxKernel::Avx2Int8: return avx2::intx_prepare_int8(w, x, M, ws, m0, m1);
+    case IntxKernel::Avx2Int8:
+    case IntxKernel::Avx512Int8: return avx2::intx_prepare_int8(w, x, M, ws, m0, m1);
     case IntxKernel::Avx2PackedF32: return prepare_portable_f32(w, x, static_cast<float*>(ws), m0, m1);
 #else
     default: return;
@@ -164,6 +170,12 @@ void intx_compute(const IntxPlan& plan, const IntxWeights& w, const void* ws, in
 #if defined(LOWBIT_HAVE_AVX2)
     case IntxKernel::Avx2F32: return avx2::intx_compute_f32(w, static_cast<const float*>(ws), M, bias, y, n0, n1);
     case IntxKernel::Avx2Int8: return avx2::intx_compute_int8(w, ws, M, bias, y, n0, n1);
+    case IntxKernel::Avx512Int8:
+#if defined(LOWBIT_HAVE_AVX512)
+      return avx512::intx_compute_int8(w, ws, M, bias, y, n0, n1);
+#else
+      return;  // never planned without the AVX-512 build
+#endif
     case IntxKernel::Avx2PackedF32:
       return avx2::intx_compute_packed(w, static_cast<const float*>(ws), M, bias, y, n0, n1);
 #else

@@ -33,6 +33,7 @@ enum class IntxKernel : int {
   Avx2F32,       // float activations, AVX2/FMA: x permuted per 16 (4-bit) / 32 (2-bit) elements
   Avx2Int8,      // int8 activation blocks, AVX2 maddubs: x permuted per 64 / 128 elements
   Avx2PackedF32, // float activations, M >= 32: weights decoded into float panels + 6x16 FMA microkernel
+  Avx512Int8,    // int8 activation blocks, 4-bit, M > 1: AVX-512 VNNI tiles on the Avx2Int8 workspace
 };
 
 struct IntxPlan {
@@ -103,6 +104,14 @@ void intx_compute_packed(const IntxWeights& w, const float* x, int64_t M, const 
                          int64_t n1);
 }  // namespace avx2
 
+namespace avx512 {
+// 4-bit weights with K and group_size multiples of 128 (and avx2::intx_int8_supported).
+bool intx_int8_supported(const IntxWeights& w);
+// Reads the workspace of avx2::intx_prepare_int8.
+void intx_compute_int8(const IntxWeights& w, const void* ws, int64_t M, const float* bias, float* y, int64_t n0,
+                       int64_t n1);
+}  // namespace avx512
+
 // Shared layout of the int8 workspace (both ISAs): q int8 [M, K], dx float [M, K/32],
 // lane scales float [M, K/8] (AVX2 only; dx expanded to the lanes of the kernel),
 // xsum float [M, G] = sum over the group's blocks of dx * sum(q).
@@ -123,6 +132,25 @@ inline IntxInt8Ws intx_int8_ws(void* ws, int64_t M, int64_t K, int64_t G) {
   (void)G;
   return r;
 }
+// The output of the AVX2 / AVX-512 int8 paths from sum = sum_k u[k] * dx * q[k] * scale, where
+// the stored fields are u = code + 2^(bits-1): takes (2^(bits-1) + zp) * scale * sum(x) back
+// out per group (xsum is the [G] row of the workspace), then adds the bias.
+inline float intx_int8_finish(const IntxWeights& w, const float* xsum, int64_t n, float sum, const float* bias) {
+  const int64_t G = w.K / w.group_size;
+  const float off = static_cast<float>(1 << (w.bits - 1));
+  const float* srow = w.scale + n * G;
+  float c = 0.f;
+  if (w.zero_point) {
+    const float* zrow = w.zero_point + n * G;
+    for (int64_t gi = 0; gi < G; ++gi) c += srow[gi] * (off + zrow[gi]) * xsum[gi];
+  } else {
+    for (int64_t gi = 0; gi < G; ++gi) c += srow[gi] * off * xsum[gi];
+  }
+  float v = sum - c;
+  if (bias) v += bias[n];
+  return v;
+}
+
 inline size_t intx_int8_ws_bytes(int64_t M, int64_t K, int64_t G) {
   const int64_t qbytes = (M * K + 63) / 64 * 64;
   return static_cast<size_t>(qbytes + 4 * (M * (K / kIntxActBlock) + M * (K / 8) + M * G));

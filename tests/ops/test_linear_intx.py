@@ -223,3 +223,26 @@ def test_bad_input(w4, case, match):
     if case == "bias_shape": b = torch.randn(7)
     with pytest.raises(RuntimeError, match=match):
         linear_intx(x, p, s, z, bits, b)
+
+
+@pytest.mark.skipif(not lowbit._C.cpu_has_avx512(), reason="needs AVX-512 VNNI")
+def test_avx512_int4_int8_tiles():
+    # 4 x 4 tiles of (rows of x) x (weight rows): every edge, and a long K (x beyond the L1).
+    from lowbit._cpu import use_cpu_isa
+    for n, k, g in [(70, 1024, 128), (5, 256, 256), (3, 11008, 128)]:
+        codes, scale, zp = make_weight(n, k, 4, g, True)
+        for m in (2, 3, 5, 6, 7):
+            x = torch.randn(m, k)
+            bias = torch.randn(n)
+            with use_cpu_isa("avx512"):
+                y = linear_intx(x, pack_bits(codes, 4), scale, zp, 4, bias, True)
+                assert kernel() == "avx512_gemm_int8act"
+            assert rel_err(y, linear_ref(x, codes, scale, zp, bias, int8=True)) < 1e-5, (n, k, g, m)
+    # shapes the AVX-512 kernel does not take run the AVX2 one: 2-bit, group 64, M = 1
+    codes, scale, zp = make_weight(8, 512, 4, 64, True)
+    with use_cpu_isa("avx512"):
+        linear_intx(torch.randn(3, 512), pack_bits(codes, 4), scale, zp, 4, None, True)
+        assert kernel() == "avx2_gemm_int8act"
+        codes, scale, zp = make_weight(8, 512, 4, 128, True)
+        linear_intx(torch.randn(1, 512), pack_bits(codes, 4), scale, zp, 4, None, True)
+        assert kernel() == "avx2_gemv_int8act"

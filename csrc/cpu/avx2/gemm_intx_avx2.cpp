@@ -271,7 +271,6 @@ inline void i8_gemv4(const uint8_t* w0, int64_t row_bytes, const float* s0, int6
 template <int BITS, int MR, bool UNIFORM>
 void i8_rows(const IntxWeights& w, const IntxInt8Ws& s, int64_t m, const float* bias, float* y, int64_t n0,
              int64_t n1) {
-  constexpr float OFF = static_cast<float>(1 << (BITS - 1));
   const int64_t K = w.K, G = K / w.group_size, row_bytes = K * BITS / 8;
   float out4[4];
   for (int64_t n = n0; n < n1; ++n) {
@@ -290,20 +289,7 @@ void i8_rows(const IntxWeights& w, const IntxInt8Ws& s, int64_t m, const float* 
       i8_tile<BITS, MR, UNIFORM>(w.packed + n * row_bytes, srow, w.group_size, s.q + m * K, s.lane_dx + m * (K / 8),
                                  K, 0, K, out);
     }
-    for (int r = 0; r < MR; ++r) {
-      // The stored fields are code + OFF: take (OFF + zp) * scale * sum(x) back out.
-      const float* xs = s.xsum + (m + r) * G;
-      float c = 0.f;
-      if (w.zero_point) {
-        const float* zrow = w.zero_point + n * G;
-        for (int64_t gi = 0; gi < G; ++gi) c += srow[gi] * (OFF + zrow[gi]) * xs[gi];
-      } else {
-        for (int64_t gi = 0; gi < G; ++gi) c += srow[gi] * OFF * xs[gi];
-      }
-      float v = out[r] - c;
-      if (bias) v += bias[n];
-      y[(m + r) * w.N + n] = v;
-    }
+    for (int r = 0; r < MR; ++r) y[(m + r) * w.N + n] = intx_int8_finish(w, s.xsum + (m + r) * G, n, out[r], bias);
   }
 }
 
