@@ -18,6 +18,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <new>
@@ -424,7 +425,12 @@ void linear_int8_int8act(const int8_t* xq, int64_t ldq, const float* sx, int64_t
     return;
   }
   const int64_t quads = (K + 3) / 4;
-  std::unique_ptr<int8_t[]> buf(new (std::align_val_t(64)) int8_t[static_cast<size_t>(quads) * 128 + 64]);
+  // 64-byte aligned for the aligned panel loads. (It was `new (std::align_val_t(64))` freed by
+  // unique_ptr's plain `delete[]`: undefined behaviour, reported by AddressSanitizer as a
+  // new-delete-type-mismatch.) aligned_alloc wants a size that is a multiple of the alignment.
+  const size_t bytes = (static_cast<size_t>(quads) * 128 + 63) / 64 * 64;
+  std::unique_ptr<int8_t, void (*)(void*)> buf(static_cast<int8_t*>(std::aligned_alloc(64, bytes)), std::free);
+  if (!buf) throw std::bad_alloc();
   int8_t* panel = buf.get();
   for (int64_t nb = n0; nb < n1; nb += kPanelN) {
     const int rows = static_cast<int>(n1 - nb < kPanelN ? n1 - nb : kPanelN);
