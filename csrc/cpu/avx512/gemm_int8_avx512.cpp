@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "cpu/gemm_int8.h"
+#include "cpu/tile_dispatch.h"
 
 namespace lowbit::cpu::avx512 {
 namespace {
@@ -148,13 +149,9 @@ void linear_int8_int8act(const int8_t* xq, int64_t ldq, const float* sx, int64_t
           int32_t s[kTileM][4];
           const int8_t* xm = xq + m * ldq;
           const int8_t* w = codes + n * K;
-#define LOWBIT_TILE(MR_, NR_) \
-  if (mr == MR_ && nr == NR_) tile<MR_, NR_>(xm, ldq, w, K, s);
-          LOWBIT_TILE(4, 4) LOWBIT_TILE(4, 3) LOWBIT_TILE(4, 2) LOWBIT_TILE(4, 1)
-          LOWBIT_TILE(3, 4) LOWBIT_TILE(3, 3) LOWBIT_TILE(3, 2) LOWBIT_TILE(3, 1)
-          LOWBIT_TILE(2, 4) LOWBIT_TILE(2, 3) LOWBIT_TILE(2, 2) LOWBIT_TILE(2, 1)
-          LOWBIT_TILE(1, 4) LOWBIT_TILE(1, 3) LOWBIT_TILE(1, 2) LOWBIT_TILE(1, 1)
-#undef LOWBIT_TILE
+          dispatch_tile<kTileM, kTileN>(mr, nr, [&](auto mr_c, auto nr_c) {
+            tile<decltype(mr_c)::value, decltype(nr_c)::value>(xm, ldq, w, K, s);
+          });
           for (int i = 0; i < mr; ++i)
             for (int j = 0; j < nr; ++j) emit(m + i, n + j, s[i][j], c[m + i - m0]);
         }

@@ -22,6 +22,7 @@
 #include <cstdint>
 
 #include "cpu/gemm_intx.h"
+#include "cpu/tile_dispatch.h"
 
 namespace lowbit::cpu::avx512 {
 namespace {
@@ -84,13 +85,9 @@ void intx_compute_int8(const IntxWeights& w, const void* ws, int64_t M, const fl
         const float* sp = w.scale + n * G;
         const int8_t* qp = s.q + m * K;
         const float* lp = s.lane_dx + m * (K / 8);
-#define LOWBIT_TILE(MR_, NR_) \
-  if (mr == MR_ && nr == NR_) tile<MR_, NR_>(wp, row_bytes, sp, G, w.group_size, qp, lp, K, out);
-        LOWBIT_TILE(4, 4) LOWBIT_TILE(4, 3) LOWBIT_TILE(4, 2) LOWBIT_TILE(4, 1)
-        LOWBIT_TILE(3, 4) LOWBIT_TILE(3, 3) LOWBIT_TILE(3, 2) LOWBIT_TILE(3, 1)
-        LOWBIT_TILE(2, 4) LOWBIT_TILE(2, 3) LOWBIT_TILE(2, 2) LOWBIT_TILE(2, 1)
-        LOWBIT_TILE(1, 4) LOWBIT_TILE(1, 3) LOWBIT_TILE(1, 2) LOWBIT_TILE(1, 1)
-#undef LOWBIT_TILE
+        dispatch_tile<kTileM, kTileN>(mr, nr, [&](auto mr_c, auto nr_c) {
+          tile<decltype(mr_c)::value, decltype(nr_c)::value>(wp, row_bytes, sp, G, w.group_size, qp, lp, K, out);
+        });
         for (int i = 0; i < mr; ++i)
           for (int j = 0; j < nr; ++j)
             y[(m + i) * w.N + n + j] = intx_int8_finish(w, s.xsum + (m + i) * G, n + j, out[i][j], bias);
