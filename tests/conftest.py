@@ -11,6 +11,24 @@ ISAS = (["portable"] + (["avx2"] if lowbit._C.cpu_has_avx2() else [])
         + (["avx512"] if lowbit._C.cpu_has_avx512() else []))
 
 
+def corrupt_saved(folder, corrupt) -> None:
+    """Rewrites a lowbit.save() folder after corrupt(state_dict, quantization_map) edits them
+    in place (the load-validation tests)."""
+    import json
+    import os
+
+    from safetensors.torch import load_file, save_file
+
+    weights, qmap = os.path.join(folder, "model.safetensors"), os.path.join(folder, "quantization_map.json")
+    sd = load_file(weights)
+    with open(qmap) as f:
+        doc = json.load(f)
+    corrupt(sd, doc["quantization_map"])
+    save_file(sd, weights)
+    with open(qmap, "w") as f:
+        json.dump(doc, f)
+
+
 def ran_on(kernel: str, isa: str) -> bool:
     """Whether a kernel name from last_kernels() belongs to `isa` (kernels without an
     AVX-512 version run their AVX2 one under "avx512")."""

@@ -2,14 +2,13 @@
 it records, the float function it preserves, what it gains on outlier channels, save / load,
 and the errors it raises."""
 import copy
-import json
-
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 import lowbit
+from conftest import corrupt_saved
 from lowbit.nn import QLayerNorm, QLinear
 
 
@@ -243,11 +242,7 @@ def test_save_load_round_trip(tmp_path):
 ])
 def test_load_rejects_inconsistent_smoothing(tmp_path, corrupt, match):
     _smoothed_block(tmp_path)
-    sd = load_file(str(tmp_path / "model.safetensors"))
-    doc = json.loads((tmp_path / "quantization_map.json").read_text())
-    corrupt(sd, doc["quantization_map"])
-    save_file(sd, str(tmp_path / "model.safetensors"))
-    (tmp_path / "quantization_map.json").write_text(json.dumps(doc))
+    corrupt_saved(str(tmp_path), corrupt)
     target = Block()
     with pytest.raises(ValueError, match=match):
         lowbit.load(target, str(tmp_path))

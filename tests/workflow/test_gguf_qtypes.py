@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 import lowbit
-from conftest import ran_on
+from conftest import corrupt_saved, ran_on
 from lowbit.nn import QEmbedding, QLinear
 
 QTYPES = ["q4_0", "q8_0"]
@@ -287,11 +287,7 @@ def test_requantize_from_meta_device(name):
 def _corrupt_and_load(tmp_path, corrupt):
     model = lowbit.freeze(lowbit.quantize(MLP().eval(), "q4_0"))
     lowbit.save(model, str(tmp_path))
-    sd = load_file(str(tmp_path / "model.safetensors"))
-    doc = json.loads((tmp_path / "quantization_map.json").read_text())
-    corrupt(sd, doc["quantization_map"])
-    save_file(sd, str(tmp_path / "model.safetensors"))
-    (tmp_path / "quantization_map.json").write_text(json.dumps(doc))
+    corrupt_saved(str(tmp_path), corrupt)
     target = MLP()
     before = copy.deepcopy(target.state_dict())
     try:

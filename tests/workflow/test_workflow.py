@@ -10,7 +10,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import lowbit
-from lowbit.nn import QConv2d, QEmbedding, QLayerNorm, QLinear
+from conftest import corrupt_saved
+from lowbit.nn import QEmbedding, QLayerNorm, QLinear
 
 
 class Net(nn.Module):
@@ -168,11 +169,7 @@ def test_requantize_unfrozen_model_keeps_training_state():
 def test_load_rejects_bad_input_without_touching_the_model(tmp_path, corrupt, match):
     m = lowbit.freeze(lowbit.quantize(Net().eval(), "int8", optimizer="minmax"))
     lowbit.save(m, str(tmp_path))
-    sd = load_file(str(tmp_path / "model.safetensors"))
-    doc = json.loads((tmp_path / "quantization_map.json").read_text())
-    corrupt(sd, doc["quantization_map"])
-    save_file(sd, str(tmp_path / "model.safetensors"))
-    (tmp_path / "quantization_map.json").write_text(json.dumps(doc))
+    corrupt_saved(str(tmp_path), corrupt)
     target = Net()
     before = copy.deepcopy(target.state_dict())
     with pytest.raises(ValueError, match=match):
