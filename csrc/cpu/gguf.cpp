@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "cpu/isa.h"
+#include "cpu/no_contract.h"
 
 namespace lowbit::cpu {
 
@@ -12,20 +13,7 @@ namespace {
 
 // gguf-py rounds x * id to float32 and only then adds (Q4_0) or rounds; a compiler
 // allowed to contract a*b+c into a fused multiply-add would skip that rounding and
-// change codes. On targets with FMA the product is pinned in a register first.
-inline float no_contract(float v) {
-#if defined(__FMA__) || defined(__FP_FAST_FMAF) || defined(__ARM_FEATURE_FMA) || defined(__aarch64__)
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-  __asm__("" : "+x"(v));
-#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
-  __asm__("" : "+w"(v));
-#else
-  volatile float t = v;
-  v = t;
-#endif
-#endif
-  return v;
-}
+// change codes: the products go through no_contract (cpu/no_contract.h).
 
 // float -> int32 by truncation as x86's cvttss2si does it: NaN, infinities and
 // values outside the int32 range give INT32_MIN (numpy's float -> int8/uint8 casts

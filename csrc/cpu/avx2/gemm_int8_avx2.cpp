@@ -26,17 +26,11 @@
 #include "cpu/avx2/panel_gemm_avx2.h"
 #include "cpu/avx2/vec_avx2.h"
 #include "cpu/gemm_int8.h"
+#include "cpu/no_contract.h"
 #include "cpu/panel_gemm.h"
 
 namespace lowbit::cpu::avx2 {
 namespace {
-
-// Keeps the compiler from fusing the multiply and the add of the epilogue into
-// one FMA, so that the int8act path rounds exactly like the portable one.
-inline float no_contract(float v) {
-  __asm__("" : "+x"(v));
-  return v;
-}
 
 inline __m256 load_w8_f32(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));

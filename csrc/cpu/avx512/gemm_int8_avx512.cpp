@@ -20,17 +20,11 @@
 #include <cstdint>
 
 #include "cpu/gemm_int8.h"
+#include "cpu/no_contract.h"
 #include "cpu/tile_dispatch.h"
 
 namespace lowbit::cpu::avx512 {
 namespace {
-
-// Keeps the compiler from fusing the multiply and the add of the epilogue into one FMA,
-// so that the result rounds exactly like the portable and AVX2 kernels.
-inline float no_contract(float v) {
-  __asm__("" : "+v"(v));
-  return v;
-}
 
 inline __m512i flip(__m512i w) { return _mm512_xor_si512(w, _mm512_set1_epi8(static_cast<char>(0x80))); }
 

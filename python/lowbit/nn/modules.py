@@ -8,6 +8,7 @@ from torch import nn
 
 from .. import ops
 from ..calibration import active_calibration
+from ..tensor.kernels_cuda import linear_fp8_per_token
 from ..tensor.qtensor import QTensor
 from .qmodule import QModuleMixin, register_qmodule
 
@@ -62,7 +63,6 @@ class QLinear(QModuleMixin, nn.Linear):
                 and input.device.type in ("cpu", "cuda")):
             return ops.linear_int8(input, w.codes, w.scale, self.bias, True)
         if aq.name == "qfloat8_e4m3fn" and w.qtype.name == "qfloat8_e4m3fn" and input.device.type == "cuda":
-            from ..tensor.kernels_cuda import linear_fp8_per_token
             out = linear_fp8_per_token(input, w.codes, w.scale, self.bias)
             return None if out is NotImplemented else out
         return None

@@ -43,22 +43,20 @@ class MinMaxOptimizer(Optimizer):
         return ops.choose_qparams_affine(weight, qtype.bits, False, axis, group_size)
 
 
-class ClippedMinMaxOptimizer(Optimizer):
+class ClippedMinMaxOptimizer(MinMaxOptimizer):
     """Asymmetric like :class:`MinMaxOptimizer`, but each group (or row) takes the range
     ``[a * min(w, 0), a * max(w, 0)]`` with the shrink ``a`` from ``shrinks`` that gives the
     smallest squared weight error after rounding: a few outliers no longer set the step of
     the whole group. Groups of a 2-D weight or one range per row; anything else is plain
-    minmax. Integer qtypes only."""
-    name = "minmax"  # same parameter layout and meaning; only the choice of range differs
+    minmax. Integer qtypes only. Its ``name`` stays "minmax": same parameter layout and
+    meaning, only the choice of range differs."""
 
     def __init__(self, shrinks=tuple(1.0 - 0.025 * i for i in range(13))):
         self.shrinks = tuple(float(a) for a in shrinks)
 
     def __call__(self, weight, qtype, axis=None, group_size=None):
-        if qtype.is_float:
-            raise ValueError(f"the minmax optimizer needs an integer qtype, got {qtype}; use 'absmax' for float8")
-        if weight.dim() != 2 or (group_size is None and axis not in (0, -2)):
-            return ops.choose_qparams_affine(weight, qtype.bits, False, axis, group_size)
+        if qtype.is_float or weight.dim() != 2 or (group_size is None and axis not in (0, -2)):
+            return super().__call__(weight, qtype, axis, group_size)  # plain minmax; raises for float8
         w = weight.detach().float()
         n, k = w.shape
         g = group_size if group_size is not None else k
