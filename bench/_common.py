@@ -119,6 +119,15 @@ def measure_copy_bandwidth(nbytes: int = 512 << 20, runs: int = 5) -> dict:
     return {"gbps": 2 * src.numel() * 4 / seconds / 1e9, "bytes": src.numel() * 4}
 
 
+def measure_write_bandwidth(nbytes: int = 512 << 20, runs: int = 5) -> dict:
+    """Write bandwidth in GB/s: torch's fill_ of a float32 tensor far larger than the
+    last-level cache (written bytes only). An op cannot produce an output faster than
+    this, whatever its kernel."""
+    dst = torch.empty(nbytes // 4)
+    seconds = _best_seconds(lambda: dst.fill_(1.0), runs)
+    return {"gbps": dst.numel() * 4 / seconds / 1e9, "bytes": dst.numel() * 4}
+
+
 def time_fn(fn: Callable, inputs_list: Sequence[Sequence], *, warmup: int = 1,
             min_reps: int = 5, max_reps: int = 100, target_s: float = 0.3,
             return_all: bool = False):

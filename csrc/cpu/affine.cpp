@@ -34,7 +34,7 @@ template <class T> void minmax_columns(const T* x, int64_t rows, int64_t cols, f
 
 template <class T>
 void quantize_affine(const T* x, int8_t* codes, int64_t n, const float* scale, const float* zero_point,
-                     int64_t stride, int qmin, int qmax) {
+                     int64_t stride, int qmin, int qmax, bool /*stream*/) {
   const float lo = static_cast<float>(qmin), hi = static_cast<float>(qmax);
   for (int64_t j = 0; j < n; ++j) {
     const int64_t k = j * stride;
@@ -48,7 +48,7 @@ void quantize_affine(const T* x, int8_t* codes, int64_t n, const float* scale, c
 
 template <class T>
 void dequantize_affine(const int8_t* codes, T* y, int64_t n, const float* scale, const float* zero_point,
-                       int64_t stride) {
+                       int64_t stride, bool /*stream*/) {
   for (int64_t j = 0; j < n; ++j) {
     const int64_t k = j * stride;
     const float zp = zero_point ? zero_point[k] : 0.f;
@@ -67,20 +67,20 @@ template <class T> void minmax_columns(const T* x, int64_t rows, int64_t cols, f
 }
 template <class T>
 void quantize_affine(const T* x, int8_t* codes, int64_t n, const float* scale, const float* zero_point,
-                     int64_t stride, int qmin, int qmax) {
-  LOWBIT_CPU_DISPATCH(quantize_affine, x, codes, n, scale, zero_point, stride, qmin, qmax);
+                     int64_t stride, int qmin, int qmax, bool stream) {
+  LOWBIT_CPU_DISPATCH(quantize_affine, x, codes, n, scale, zero_point, stride, qmin, qmax, stream);
 }
 template <class T>
 void dequantize_affine(const int8_t* codes, T* y, int64_t n, const float* scale, const float* zero_point,
-                       int64_t stride) {
-  LOWBIT_CPU_DISPATCH(dequantize_affine, codes, y, n, scale, zero_point, stride);
+                       int64_t stride, bool stream) {
+  LOWBIT_CPU_DISPATCH(dequantize_affine, codes, y, n, scale, zero_point, stride, stream);
 }
 
 #define LOWBIT_INSTANTIATE(T)                                                                    \
   template void minmax<T>(const T*, int64_t, float*, float*);                                    \
   template void minmax_columns<T>(const T*, int64_t, int64_t, float*, float*);                   \
-  template void quantize_affine<T>(const T*, int8_t*, int64_t, const float*, const float*, int64_t, int, int); \
-  template void dequantize_affine<T>(const int8_t*, T*, int64_t, const float*, const float*, int64_t);
+  template void quantize_affine<T>(const T*, int8_t*, int64_t, const float*, const float*, int64_t, int, int, bool); \
+  template void dequantize_affine<T>(const int8_t*, T*, int64_t, const float*, const float*, int64_t, bool);
 LOWBIT_INSTANTIATE(float)
 LOWBIT_INSTANTIATE(half_t)
 LOWBIT_INSTANTIATE(bf16_t)

@@ -21,24 +21,27 @@ template <class T> void minmax_columns(const T* x, int64_t rows, int64_t cols, f
 
 // codes[j] = clamp(round_half_even(x[j] / scale + zero_point), qmin, qmax);
 // a NaN input maps to the code of 0.0 and +-inf to qmax / qmin.
+// `stream`: write the output with non-temporal stores (cpu/streaming.h says when);
+// the result is the same either way.
 template <class T>
 void quantize_affine(const T* x, int8_t* codes, int64_t n, const float* scale, const float* zero_point,
-                     int64_t scale_stride, int qmin, int qmax);
+                     int64_t scale_stride, int qmin, int qmax, bool stream);
 
-// y[j] = (codes[j] - zero_point) * scale, computed in float32 and rounded to T.
+// y[j] = (codes[j] - zero_point) * scale, computed in float32 and rounded to T;
+// `stream` as for quantize_affine.
 template <class T>
 void dequantize_affine(const int8_t* codes, T* y, int64_t n, const float* scale, const float* zero_point,
-                       int64_t scale_stride);
+                       int64_t scale_stride, bool stream);
 
 namespace avx2 {
 template <class T> void minmax(const T* x, int64_t n, float* mn, float* mx);
 template <class T> void minmax_columns(const T* x, int64_t rows, int64_t cols, float* mn, float* mx);
 template <class T>
 void quantize_affine(const T* x, int8_t* codes, int64_t n, const float* scale, const float* zero_point,
-                     int64_t scale_stride, int qmin, int qmax);
+                     int64_t scale_stride, int qmin, int qmax, bool stream);
 template <class T>
 void dequantize_affine(const int8_t* codes, T* y, int64_t n, const float* scale, const float* zero_point,
-                       int64_t scale_stride);
+                       int64_t scale_stride, bool stream);
 }  // namespace avx2
 
 }  // namespace lowbit::cpu

@@ -99,7 +99,7 @@ int64_t quantize_q4_0(const T* x, uint8_t* blocks, int64_t nblocks) {
 }
 
 template <typename T>
-void dequantize_q8_0(const uint8_t* blocks, T* y, int64_t nblocks) {
+void dequantize_q8_0(const uint8_t* blocks, T* y, int64_t nblocks, bool /*stream*/) {
   for (int64_t b = 0; b < nblocks; ++b) {
     const uint8_t* ib = blocks + b * kQ8_0BlockBytes;
     T* yb = y + b * kGgufBlockElems;
@@ -110,7 +110,7 @@ void dequantize_q8_0(const uint8_t* blocks, T* y, int64_t nblocks) {
 }
 
 template <typename T>
-void dequantize_q4_0(const uint8_t* blocks, T* y, int64_t nblocks) {
+void dequantize_q4_0(const uint8_t* blocks, T* y, int64_t nblocks, bool /*stream*/) {
   for (int64_t b = 0; b < nblocks; ++b) {
     const uint8_t* ib = blocks + b * kQ4_0BlockBytes;
     T* yb = y + b * kGgufBlockElems;
@@ -136,24 +136,24 @@ int64_t quantize_q4_0(const T* x, uint8_t* blocks, int64_t nblocks) {
 }
 
 template <typename T>
-void dequantize_q8_0(const uint8_t* blocks, T* y, int64_t nblocks) {
-  LOWBIT_CPU_DISPATCH(dequantize_q8_0, blocks, y, nblocks);
+void dequantize_q8_0(const uint8_t* blocks, T* y, int64_t nblocks, bool stream) {
+  LOWBIT_CPU_DISPATCH(dequantize_q8_0, blocks, y, nblocks, stream);
 }
 
 template <typename T>
-void dequantize_q4_0(const uint8_t* blocks, T* y, int64_t nblocks) {
-  LOWBIT_CPU_DISPATCH(dequantize_q4_0, blocks, y, nblocks);
+void dequantize_q4_0(const uint8_t* blocks, T* y, int64_t nblocks, bool stream) {
+  LOWBIT_CPU_DISPATCH(dequantize_q4_0, blocks, y, nblocks, stream);
 }
 
 #define LOWBIT_GGUF_INSTANTIATE(T)                                                      \
   template int64_t quantize_q8_0<T>(const T*, uint8_t*, int64_t);                       \
   template int64_t quantize_q4_0<T>(const T*, uint8_t*, int64_t);                       \
-  template void dequantize_q8_0<T>(const uint8_t*, T*, int64_t);                        \
-  template void dequantize_q4_0<T>(const uint8_t*, T*, int64_t);                        \
+  template void dequantize_q8_0<T>(const uint8_t*, T*, int64_t, bool);                        \
+  template void dequantize_q4_0<T>(const uint8_t*, T*, int64_t, bool);                        \
   template int64_t portable::quantize_q8_0<T>(const T*, uint8_t*, int64_t);             \
   template int64_t portable::quantize_q4_0<T>(const T*, uint8_t*, int64_t);             \
-  template void portable::dequantize_q8_0<T>(const uint8_t*, T*, int64_t);              \
-  template void portable::dequantize_q4_0<T>(const uint8_t*, T*, int64_t);
+  template void portable::dequantize_q8_0<T>(const uint8_t*, T*, int64_t, bool);              \
+  template void portable::dequantize_q4_0<T>(const uint8_t*, T*, int64_t, bool);
 LOWBIT_GGUF_INSTANTIATE(float)
 LOWBIT_GGUF_INSTANTIATE(half_t)
 LOWBIT_GGUF_INSTANTIATE(bf16_t)

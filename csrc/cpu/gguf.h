@@ -38,10 +38,12 @@ template <typename T>
 int64_t quantize_q4_0(const T* x, uint8_t* blocks, int64_t nblocks);
 
 // Every byte pattern is valid input: non-finite fp16 scales propagate per IEEE.
+// `stream`: write y with non-temporal stores (cpu/streaming.h says when); the
+// values are the same either way.
 template <typename T>
-void dequantize_q8_0(const uint8_t* blocks, T* y, int64_t nblocks);
+void dequantize_q8_0(const uint8_t* blocks, T* y, int64_t nblocks, bool stream);
 template <typename T>
-void dequantize_q4_0(const uint8_t* blocks, T* y, int64_t nblocks);
+void dequantize_q4_0(const uint8_t* blocks, T* y, int64_t nblocks, bool stream);
 
 // The two implementations behind the run-time dispatch above.
 namespace portable {
@@ -50,9 +52,9 @@ int64_t quantize_q8_0(const T* x, uint8_t* blocks, int64_t nblocks);
 template <typename T>
 int64_t quantize_q4_0(const T* x, uint8_t* blocks, int64_t nblocks);
 template <typename T>
-void dequantize_q8_0(const uint8_t* blocks, T* y, int64_t nblocks);
+void dequantize_q8_0(const uint8_t* blocks, T* y, int64_t nblocks, bool stream);
 template <typename T>
-void dequantize_q4_0(const uint8_t* blocks, T* y, int64_t nblocks);
+void dequantize_q4_0(const uint8_t* blocks, T* y, int64_t nblocks, bool stream);
 }  // namespace portable
 
 namespace avx2 {
@@ -61,9 +63,9 @@ int64_t quantize_q8_0(const T* x, uint8_t* blocks, int64_t nblocks);
 template <typename T>
 int64_t quantize_q4_0(const T* x, uint8_t* blocks, int64_t nblocks);
 template <typename T>
-void dequantize_q8_0(const uint8_t* blocks, T* y, int64_t nblocks);
+void dequantize_q8_0(const uint8_t* blocks, T* y, int64_t nblocks, bool stream);
 template <typename T>
-void dequantize_q4_0(const uint8_t* blocks, T* y, int64_t nblocks);
+void dequantize_q4_0(const uint8_t* blocks, T* y, int64_t nblocks, bool stream);
 }  // namespace avx2
 
 }  // namespace lowbit::cpu

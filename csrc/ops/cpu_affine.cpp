@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "cpu/affine.h"
+#include "cpu/streaming.h"
 #include "ops/checks.h"
 #include "ops/cpu_driver.h"
 
@@ -84,12 +85,13 @@ at::Tensor quantize_affine(const at::Tensor& x_in, const at::Tensor& scale_in,
   const float* pz = p.zero_point_ptr();
   int8_t* pq = codes.data_ptr<int8_t>();
   const int qmin = static_cast<int>(qmin_of(bits)), qmax = static_cast<int>(qmax_of(bits));
+  const bool stream = cpu::stream_output(x.nbytes() + codes.nbytes());
   with_float_type(x.scalar_type(), [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     const T* px = reinterpret_cast<const T*>(x.data_ptr());
     for_each_span(L, [&](int64_t off, int64_t n, int64_t c, int64_t stride) {
-      cpu::quantize_affine(px + off, pq + off, n, ps_ + c, pz ? pz + c : nullptr, stride, qmin, qmax);
-    });
+      cpu::quantize_affine(px + off, pq + off, n, ps_ + c, pz ? pz + c : nullptr, stride, qmin, qmax, stream);
+    }, stream);
   });
   return codes;
 }
@@ -106,12 +108,13 @@ at::Tensor dequantize_affine(const at::Tensor& codes_in, const at::Tensor& scale
   const float* ps_ = p.scale.const_data_ptr<float>();
   const float* pz = p.zero_point_ptr();
   const int8_t* pq = codes.data_ptr<int8_t>();
+  const bool stream = cpu::stream_output(codes.nbytes() + y.nbytes());
   with_float_type(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     T* py = reinterpret_cast<T*>(y.data_ptr());
     for_each_span(L, [&](int64_t off, int64_t n, int64_t c, int64_t stride) {
-      cpu::dequantize_affine(pq + off, py + off, n, ps_ + c, pz ? pz + c : nullptr, stride);
-    });
+      cpu::dequantize_affine(pq + off, py + off, n, ps_ + c, pz ? pz + c : nullptr, stride, stream);
+    }, stream);
   });
   return y;
 }

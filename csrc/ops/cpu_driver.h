@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "cpu/streaming.h"
 #include "lowbit/scale_layout.h"
 
 namespace lowbit::ops {
@@ -19,8 +20,9 @@ constexpr int64_t kGrainElements = int64_t{1} << 15;
 // channel_stride == 0 means one scale (index `channel`) for the whole span,
 // channel_stride == 1 means element j of the span uses scale[channel + j]
 // (the per-axis case on the last axis, where the scale changes every element).
+// `streaming`: the spans write with non-temporal stores; each task fences once.
 template <class SpanFn>
-void for_each_span(const ScaleLayout& L, SpanFn span) {
+void for_each_span(const ScaleLayout& L, SpanFn span, bool streaming = false) {
   if (L.numel() == 0) return;
   if (L.inner == 1 && L.channels > 1) {
     const int64_t C = L.channels;
@@ -31,6 +33,7 @@ void for_each_span(const ScaleLayout& L, SpanFn span) {
         const int64_t o = t / per_row, c0 = (t % per_row) * chunk;
         span(o * C + c0, std::min(chunk, C - c0), c0, int64_t{1});
       }
+      if (streaming) cpu::streaming_fence();
     });
     return;
   }
@@ -43,6 +46,7 @@ void for_each_span(const ScaleLayout& L, SpanFn span) {
       const int64_t r = t / per_row, i0 = (t % per_row) * chunk;
       span(r * L.inner + i0, std::min(chunk, L.inner - i0), r % L.channels, int64_t{0});
     }
+    if (streaming) cpu::streaming_fence();
   });
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cpu/gguf.h"
+#include "cpu/streaming.h"
 #include "ops/checks.h"
 #include "ops/layout_checks.h"
 
@@ -61,11 +62,11 @@ at::Tensor quantize_blocks(const at::Tensor& x_in, const char* op, int64_t block
   return out;
 }
 
-using DequantizeFn = void (*)(const uint8_t*, void*, int64_t);
+using DequantizeFn = void (*)(const uint8_t*, void*, int64_t, bool);
 
-template <typename T, void (*Kernel)(const uint8_t*, T*, int64_t)>
-void dequantize_erased(const uint8_t* blocks, void* y, int64_t nblocks) {
-  Kernel(blocks, static_cast<T*>(y), nblocks);
+template <typename T, void (*Kernel)(const uint8_t*, T*, int64_t, bool)>
+void dequantize_erased(const uint8_t* blocks, void* y, int64_t nblocks, bool stream) {
+  Kernel(blocks, static_cast<T*>(y), nblocks, stream);
 }
 
 at::Tensor dequantize_blocks(const at::Tensor& blocks_in, at::ScalarType dtype, const char* op, int64_t block_bytes,
@@ -80,8 +81,10 @@ at::Tensor dequantize_blocks(const at::Tensor& blocks_in, at::ScalarType dtype, 
   const uint8_t* src = blocks.const_data_ptr<uint8_t>();
   auto* base = static_cast<char*>(y.mutable_data_ptr());
   const size_t elem = y.element_size();
+  const bool stream = cpu::stream_output(blocks.nbytes() + y.nbytes());
   at::parallel_for(0, nblocks, kGrainBlocks, [&](int64_t b, int64_t e) {
-    fn(src + b * block_bytes, base + static_cast<size_t>(b * kGgufBlockElems) * elem, e - b);
+    fn(src + b * block_bytes, base + static_cast<size_t>(b * kGgufBlockElems) * elem, e - b, stream);
+    if (stream) cpu::streaming_fence();
   });
   return y;
 }

@@ -9,6 +9,7 @@
 
 #include "cpu/isa.h"
 #include "cpu/kernel_trace.h"
+#include "cpu/streaming.h"
 
 namespace py = pybind11;
 
@@ -24,6 +25,11 @@ PYBIND11_MODULE(_C, m) {
   }, py::arg("name"), "Force the CPU kernel family ('avx512', 'avx2' or 'portable'), e.g. to test the portable path.");
   m.def("last_kernels", &lowbit::cpu::last_kernels,
         "op name -> the kernel its latest call ran (e.g. 'avx2_int4_gemv', 'portable').");
+  m.def("streaming_min_bytes", &lowbit::cpu::streaming_min_bytes,
+        "Ops touching at least this many bytes write their output with non-temporal stores.");
+  m.def("set_streaming_min_bytes", &lowbit::cpu::set_streaming_min_bytes, py::arg("bytes"),
+        "Override that threshold (0: always stream, as tests do); a negative value restores the default "
+        "(the last-level cache size).");
   m.def("build_info", [] {
     py::dict d;
 #ifdef LOWBIT_HAVE_AVX2

@@ -71,21 +71,24 @@ template <class T> void minmax_columns(const T* x, int64_t rows, int64_t cols, f
     }
 }
 
+namespace {
+
+// Rounded, clamped x[j..j+8) / scale (+ zero_point) as 8 floats holding integers.
 template <class T>
-void quantize_affine(const T* x, int8_t* codes, int64_t n, const float* scale, const float* zero_point,
-                     int64_t stride, int qmin, int qmax) {
-  const __m256 lo = _mm256_set1_ps(static_cast<float>(qmin)), hi = _mm256_set1_ps(static_cast<float>(qmax));
-  const __m256 zero = _mm256_setzero_ps();
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    const __m256 s = stride ? _mm256_loadu_ps(scale + j) : _mm256_set1_ps(scale[0]);
-    __m256 v = _mm256_div_ps(load8(x + j), s);  // true division: bit-exact with x / scale
-    v = _mm256_blendv_ps(v, zero, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-    if (zero_point) v = _mm256_add_ps(v, stride ? _mm256_loadu_ps(zero_point + j) : _mm256_set1_ps(zero_point[0]));
-    v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    store_codes8(codes + j, _mm256_min_ps(_mm256_max_ps(v, lo), hi));
-  }
-  for (; j < n; ++j) {
+inline __m256 quantize8(const T* x, int64_t j, const float* scale, const float* zero_point, int64_t stride,
+                        __m256 lo, __m256 hi) {
+  const __m256 s = stride ? _mm256_loadu_ps(scale + j) : _mm256_set1_ps(scale[0]);
+  __m256 v = _mm256_div_ps(load8(x + j), s);  // true division: bit-exact with x / scale
+  v = _mm256_blendv_ps(v, _mm256_setzero_ps(), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  if (zero_point) v = _mm256_add_ps(v, stride ? _mm256_loadu_ps(zero_point + j) : _mm256_set1_ps(zero_point[0]));
+  v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+}
+
+template <class T>
+void quantize_scalar(const T* x, int8_t* codes, int64_t from, int64_t to, const float* scale,
+                     const float* zero_point, int64_t stride, int qmin, int qmax) {
+  for (int64_t j = from; j < to; ++j) {
     const int64_t k = j * stride;
     float v = to_float(x[j]) / scale[k];
     if (v != v) v = 0.f;
@@ -96,36 +99,81 @@ void quantize_affine(const T* x, int8_t* codes, int64_t n, const float* scale, c
 }
 
 template <class T>
-void dequantize_affine(const int8_t* codes, T* y, int64_t n, const float* scale, const float* zero_point,
-                       int64_t stride) {
-  int64_t j = 0;
-  if (stride == 0) {
-    // (q - zp) * s == q * s - zp * s only up to rounding; keep the stated order.
-    const __m256 s = _mm256_set1_ps(scale[0]);
-    const __m256 zp = _mm256_set1_ps(zero_point ? zero_point[0] : 0.f);
-    for (; j + 16 <= n; j += 16) {
-      store8(y + j, _mm256_mul_ps(_mm256_sub_ps(codes8_to_float(codes + j), zp), s));
-      store8(y + j + 8, _mm256_mul_ps(_mm256_sub_ps(codes8_to_float(codes + j + 8), zp), s));
-    }
-    for (; j + 8 <= n; j += 8) store8(y + j, _mm256_mul_ps(_mm256_sub_ps(codes8_to_float(codes + j), zp), s));
-  } else {
-    for (; j + 8 <= n; j += 8) {
-      const __m256 zp = zero_point ? _mm256_loadu_ps(zero_point + j) : _mm256_setzero_ps();
-      store8(y + j, _mm256_mul_ps(_mm256_sub_ps(codes8_to_float(codes + j), zp), _mm256_loadu_ps(scale + j)));
-    }
-  }
-  for (; j < n; ++j) {
+void dequantize_scalar(const int8_t* codes, T* y, int64_t from, int64_t to, const float* scale,
+                       const float* zero_point, int64_t stride) {
+  for (int64_t j = from; j < to; ++j) {
     const int64_t k = j * stride;
     const float zp = zero_point ? zero_point[k] : 0.f;
     y[j] = from_float<T>((static_cast<float>(codes[j]) - zp) * scale[k]);
   }
 }
 
+// The vector part of dequantize_affine from element j on; returns where it stopped.
+template <bool Stream, class T>
+int64_t dequantize_vectors(const int8_t* codes, T* y, int64_t j, int64_t n, const float* scale,
+                           const float* zero_point, int64_t stride) {
+  if (stride == 0) {
+    // (q - zp) * s == q * s - zp * s only up to rounding; keep the stated order.
+    const __m256 s = _mm256_set1_ps(scale[0]);
+    const __m256 zp = _mm256_set1_ps(zero_point ? zero_point[0] : 0.f);
+    for (; j + 16 <= n; j += 16) {
+      put8<Stream>(y + j, _mm256_mul_ps(_mm256_sub_ps(codes8_to_float(codes + j), zp), s));
+      put8<Stream>(y + j + 8, _mm256_mul_ps(_mm256_sub_ps(codes8_to_float(codes + j + 8), zp), s));
+    }
+    for (; j + 8 <= n; j += 8) put8<Stream>(y + j, _mm256_mul_ps(_mm256_sub_ps(codes8_to_float(codes + j), zp), s));
+  } else {
+    for (; j + 8 <= n; j += 8) {
+      const __m256 zp = zero_point ? _mm256_loadu_ps(zero_point + j) : _mm256_setzero_ps();
+      put8<Stream>(y + j, _mm256_mul_ps(_mm256_sub_ps(codes8_to_float(codes + j), zp), _mm256_loadu_ps(scale + j)));
+    }
+  }
+  return j;
+}
+
+}  // namespace
+
+template <class T>
+void quantize_affine(const T* x, int8_t* codes, int64_t n, const float* scale, const float* zero_point,
+                     int64_t stride, int qmin, int qmax, bool stream) {
+  const __m256 lo = _mm256_set1_ps(static_cast<float>(qmin)), hi = _mm256_set1_ps(static_cast<float>(qmax));
+  int64_t j = 0;
+  if (stream) {
+    // 32 codes per non-temporal 32-byte store, from the first aligned one on.
+    j = elems_before_aligned(codes, n, 32);
+    quantize_scalar(x, codes, 0, j, scale, zero_point, stride, qmin, qmax);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (; j + 32 <= n; j += 32) {
+      __m256i q[4];
+      for (int k = 0; k < 4; ++k)
+        q[k] = _mm256_cvtps_epi32(quantize8(x, j + 8 * k, scale, zero_point, stride, lo, hi));
+      // packs work per 128-bit lane: the permute puts the four groups of 8 back in order
+      const __m256i q16 = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(codes + j), _mm256_permutevar8x32_epi32(q16, order));
+    }
+  }
+  for (; j + 8 <= n; j += 8) store_codes8(codes + j, quantize8(x, j, scale, zero_point, stride, lo, hi));
+  quantize_scalar(x, codes, j, n, scale, zero_point, stride, qmin, qmax);
+}
+
+template <class T>
+void dequantize_affine(const int8_t* codes, T* y, int64_t n, const float* scale, const float* zero_point,
+                       int64_t stride, bool stream) {
+  int64_t j = 0;
+  if (stream) {
+    j = elems_before_aligned(y, n, 8 * sizeof(T));
+    dequantize_scalar(codes, y, 0, j, scale, zero_point, stride);
+    j = dequantize_vectors<true>(codes, y, j, n, scale, zero_point, stride);
+  } else {
+    j = dequantize_vectors<false>(codes, y, j, n, scale, zero_point, stride);
+  }
+  dequantize_scalar(codes, y, j, n, scale, zero_point, stride);
+}
+
 #define LOWBIT_INSTANTIATE(T)                                                                    \
   template void minmax<T>(const T*, int64_t, float*, float*);                                    \
   template void minmax_columns<T>(const T*, int64_t, int64_t, float*, float*);                   \
-  template void quantize_affine<T>(const T*, int8_t*, int64_t, const float*, const float*, int64_t, int, int); \
-  template void dequantize_affine<T>(const int8_t*, T*, int64_t, const float*, const float*, int64_t);
+  template void quantize_affine<T>(const T*, int8_t*, int64_t, const float*, const float*, int64_t, int, int, bool); \
+  template void dequantize_affine<T>(const int8_t*, T*, int64_t, const float*, const float*, int64_t, bool);
 LOWBIT_INSTANTIATE(float)
 LOWBIT_INSTANTIATE(half_t)
 LOWBIT_INSTANTIATE(bf16_t)

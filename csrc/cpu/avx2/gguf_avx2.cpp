@@ -132,43 +132,47 @@ int64_t quantize_q4_0(const T* x, uint8_t* blocks, int64_t nblocks) {
 }
 
 template <typename T>
-void dequantize_q8_0(const uint8_t* blocks, T* y, int64_t nblocks) {
-  for (int64_t bi = 0; bi < nblocks; ++bi) {
-    const uint8_t* ib = blocks + bi * kQ8_0BlockBytes;
-    T* yb = y + bi * kGgufBlockElems;
-    const __m256 d = _mm256_set1_ps(load_scale(ib));
-    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ib + 2));
-    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ib + 18));
-    const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
-    for (int k = 0; k < 4; ++k)
-      store8(yb + 8 * k, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[k]))));
-  }
+void dequantize_q8_0(const uint8_t* blocks, T* y, int64_t nblocks, bool stream) {
+  with_stream8(y, stream, [&](auto nt) {
+    for (int64_t bi = 0; bi < nblocks; ++bi) {
+      const uint8_t* ib = blocks + bi * kQ8_0BlockBytes;
+      T* yb = y + bi * kGgufBlockElems;
+      const __m256 d = _mm256_set1_ps(load_scale(ib));
+      const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ib + 2));
+      const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ib + 18));
+      const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+      for (int k = 0; k < 4; ++k)
+        put8<decltype(nt)::value>(yb + 8 * k, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[k]))));
+    }
+  });
 }
 
 template <typename T>
-void dequantize_q4_0(const uint8_t* blocks, T* y, int64_t nblocks) {
+void dequantize_q4_0(const uint8_t* blocks, T* y, int64_t nblocks, bool stream) {
   const __m128i nibble = _mm_set1_epi8(0x0f);
   const __m256i eight = _mm256_set1_epi32(8);
-  for (int64_t bi = 0; bi < nblocks; ++bi) {
-    const uint8_t* ib = blocks + bi * kQ4_0BlockBytes;
-    T* yb = y + bi * kGgufBlockElems;
-    const __m256 d = _mm256_set1_ps(load_scale(ib));
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ib + 2));
-    const __m128i lo = _mm_and_si128(raw, nibble);                      // elements 0..15
-    const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), nibble);   // elements 16..31
-    const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
-    for (int k = 0; k < 4; ++k) {
-      const __m256i q = _mm256_sub_epi32(_mm256_cvtepu8_epi32(parts[k]), eight);
-      store8(yb + 8 * k, _mm256_mul_ps(d, _mm256_cvtepi32_ps(q)));
+  with_stream8(y, stream, [&](auto nt) {
+    for (int64_t bi = 0; bi < nblocks; ++bi) {
+      const uint8_t* ib = blocks + bi * kQ4_0BlockBytes;
+      T* yb = y + bi * kGgufBlockElems;
+      const __m256 d = _mm256_set1_ps(load_scale(ib));
+      const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ib + 2));
+      const __m128i lo = _mm_and_si128(raw, nibble);                      // elements 0..15
+      const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), nibble);   // elements 16..31
+      const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+      for (int k = 0; k < 4; ++k) {
+        const __m256i q = _mm256_sub_epi32(_mm256_cvtepu8_epi32(parts[k]), eight);
+        put8<decltype(nt)::value>(yb + 8 * k, _mm256_mul_ps(d, _mm256_cvtepi32_ps(q)));
+      }
     }
-  }
+  });
 }
 
 #define LOWBIT_GGUF_INSTANTIATE(T)                                          \
   template int64_t quantize_q8_0<T>(const T*, uint8_t*, int64_t);           \
   template int64_t quantize_q4_0<T>(const T*, uint8_t*, int64_t);           \
-  template void dequantize_q8_0<T>(const uint8_t*, T*, int64_t);            \
-  template void dequantize_q4_0<T>(const uint8_t*, T*, int64_t);
+  template void dequantize_q8_0<T>(const uint8_t*, T*, int64_t, bool);            \
+  template void dequantize_q4_0<T>(const uint8_t*, T*, int64_t, bool);
 LOWBIT_GGUF_INSTANTIATE(float)
 LOWBIT_GGUF_INSTANTIATE(half_t)
 LOWBIT_GGUF_INSTANTIATE(bf16_t)

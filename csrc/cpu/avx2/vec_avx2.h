@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "lowbit/float_types.h"
 
@@ -39,6 +40,40 @@ static inline void store8(bf16_t* p, __m256 v) {
   // pack 8 x u32 (values < 65536) into 8 x u16, keeping order across lanes
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
                    _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+}
+
+// Non-temporal versions of store8, for outputs larger than the last-level cache
+// (csrc/cpu/streaming.h). p must be aligned to the store: 32 bytes for float, 16 for
+// fp16 / bf16 (see elems_before_aligned). The op glue fences after its parallel
+// task (cpu::streaming_fence), not the kernel.
+static inline void stream8(float* p, __m256 v) { _mm256_stream_ps(p, v); }
+static inline void stream8(half_t* p, __m256 v) {
+  _mm_stream_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+static inline void stream8(bf16_t* p, __m256 v) {
+  const __m256i r = bf16_bits(v);
+  _mm_stream_si128(reinterpret_cast<__m128i*>(p),
+                   _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+}
+template <bool Stream, class T> static inline void put8(T* p, __m256 v) {
+  if constexpr (Stream) stream8(p, v); else store8(p, v);
+}
+// How many of the n elements at p come before the first address aligned to
+// `bytes` (n when none is).
+template <class T> static inline int64_t elems_before_aligned(const T* p, int64_t n, uintptr_t bytes) {
+  const uintptr_t mis = reinterpret_cast<uintptr_t>(p) & (bytes - 1);
+  if (mis == 0) return 0;
+  if (mis % sizeof(T)) return n;
+  const int64_t k = static_cast<int64_t>((bytes - mis) / sizeof(T));
+  return k < n ? k : n;
+}
+
+// Runs body(std::true_type{}) (streaming stores) when asked to and p is aligned for
+// stream8, else body(std::false_type{}); for kernels whose every 8-element store is
+// at a multiple of 8 elements from p.
+template <class T, class Body> static inline void with_stream8(const T* p, bool stream, Body body) {
+  if (stream && elems_before_aligned(p, 1, 8 * sizeof(T)) == 0) body(std::true_type{});
+  else body(std::false_type{});
 }
 
 // 16 consecutive outputs from two vectors (bf16: one pack for both).
