@@ -18,6 +18,8 @@
 #pragma once
 #include <cstdint>
 
+#include "lowbit/float_types.h"
+
 namespace lowbit::cpu {
 
 constexpr int64_t kInt8ActMaxK = 131072;
@@ -36,6 +38,12 @@ void linear_int8_int8act(const int8_t* xq, int64_t ldq, const float* sx, int64_t
                          const int8_t* codes, const float* scale, const float* bias, float* y, int64_t ldy,
                          int64_t n0, int64_t n1);
 
+// W8A16 with bfloat16 x on the bfloat16 panel path (cpu/panel_gemm.h; only when
+// packed_bf16_gemm(M, K)): the f32act formula above with x's bfloat16 values (the sum in
+// float32 in another order).
+void linear_int8_bf16act(const bf16_t* x, int64_t M, int64_t K, const int8_t* codes, const float* scale,
+                         const float* bias, float* y, int64_t ldy, int64_t n0, int64_t n1);
+
 // The implementations behind the run-time dispatch above.
 namespace portable {
 void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* xq, int64_t ldq, float* sx);
@@ -47,6 +55,8 @@ void linear_int8_int8act(const int8_t* xq, int64_t ldq, const float* sx, int64_t
 }  // namespace portable
 
 namespace avx2 {
+void linear_int8_bf16act(const bf16_t* x, int64_t M, int64_t K, const int8_t* codes, const float* scale,
+                         const float* bias, float* y, int64_t ldy, int64_t n0, int64_t n1);
 void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* xq, int64_t ldq, float* sx);
 void linear_int8_f32act(const float* x, int64_t M, int64_t K, const int8_t* codes, const float* scale,
                         const float* bias, float* y, int64_t ldy, int64_t n0, int64_t n1);

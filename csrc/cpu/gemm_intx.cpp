@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/isa.h"
@@ -104,7 +105,7 @@ void compute_portable_int8(const IntxWeights& w, const void* ws, int64_t M, cons
 
 }  // namespace
 
-IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations) {
+IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations, bool bf16_x) {
 #if defined(LOWBIT_HAVE_AVX2)
   const bool avx = use_avx2();
 #else
@@ -123,6 +124,11 @@ IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations) {
 #endif
     return {IntxKernel::PortableInt8, "portable_int8act"};
   }
+#if defined(LOWBIT_HAVE_AVX512_BF16)
+  if (bf16_x && packed_bf16_gemm(M, w.K)) return {IntxKernel::Avx512PackedBf16, "avx512_packed_gemm_bf16act"};
+#else
+  (void)bf16_x;
+#endif
 #if defined(LOWBIT_HAVE_AVX2)
   if (avx && packed_float_gemm(M, w.K)) return {IntxKernel::Avx2PackedF32, "avx2_packed_gemm_f32act"};
   if (avx && avx2::intx_f32_supported(w))
@@ -137,6 +143,8 @@ size_t intx_workspace_bytes(const IntxPlan& plan, const IntxWeights& w, int64_t 
     case IntxKernel::PortableF32:
     case IntxKernel::Avx2PackedF32:
       return static_cast<size_t>(M * w.K) * sizeof(float);
+    case IntxKernel::Avx512PackedBf16:  // x as it is
+      return static_cast<size_t>(M * w.K) * sizeof(bf16_t);
     case IntxKernel::Avx2F32:  // x permuted [M, K], then its per-group sums [M, K / group_size]
       return static_cast<size_t>(M * w.K + M * (w.K / w.group_size)) * sizeof(float);
     default:
@@ -155,6 +163,11 @@ void intx_prepare(const IntxPlan& plan, const IntxWeights& w, const T* x, int64_
     case IntxKernel::Avx2Int8:
     case IntxKernel::Avx512Int8: return avx2::intx_prepare_int8(w, x, M, ws, m0, m1);
     case IntxKernel::Avx2PackedF32: return prepare_portable_f32(w, x, static_cast<float*>(ws), m0, m1);
+    case IntxKernel::Avx512PackedBf16:
+      // planned for bfloat16 x only (intx_plan's bf16_x)
+      if constexpr (std::is_same_v<T, bf16_t>)
+        std::memcpy(static_cast<bf16_t*>(ws) + m0 * w.K, x + m0 * w.K, static_cast<size_t>((m1 - m0) * w.K) * sizeof(bf16_t));
+      return;
 #else
     default: return;
 #endif
@@ -178,6 +191,12 @@ void intx_compute(const IntxPlan& plan, const IntxWeights& w, const void* ws, in
 #endif
     case IntxKernel::Avx2PackedF32:
       return avx2::intx_compute_packed(w, static_cast<const float*>(ws), M, bias, y, n0, n1);
+    case IntxKernel::Avx512PackedBf16:
+#if defined(LOWBIT_HAVE_AVX512_BF16)
+      return avx2::intx_compute_packed_bf16(w, static_cast<const bf16_t*>(ws), M, bias, y, n0, n1);
+#else
+      return;  // never planned without the AVX512_BF16 build
+#endif
 #else
     default: return;
 #endif

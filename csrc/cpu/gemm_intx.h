@@ -34,6 +34,7 @@ enum class IntxKernel : int {
   Avx2Int8,      // int8 activation blocks, AVX2 maddubs: x permuted per 64 / 128 elements
   Avx2PackedF32, // float activations, M >= 32: weights decoded into float panels + 6x16 FMA microkernel
   Avx512Int8,    // int8 activation blocks, 4-bit, M > 1: AVX-512 VNNI tiles on the Avx2Int8 workspace
+  Avx512PackedBf16,  // bfloat16 activations, M >= 32: weights decoded into bfloat16 panels + vdpbf16ps
 };
 
 struct IntxPlan {
@@ -71,8 +72,10 @@ static inline float quantize_act_block(const float* v, int8_t* q) {
 
 // Chooses the kernel for this shape and ISA. int8_activations is a request: it is
 // honoured when group_size % 32 == 0, else the exact float path runs (the plan's
-// name says which). Requires K % group_size == 0 and group_size % 8 == 0.
-IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations);
+// name says which). bf16_x: x is bfloat16 (which the bfloat16 panel path, when the
+// CPU has it, reads as it is; intx_prepare must then be called with bf16_t).
+// Requires K % group_size == 0 and group_size % 8 == 0.
+IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations, bool bf16_x);
 
 // Bytes of activation workspace for M rows.
 size_t intx_workspace_bytes(const IntxPlan& plan, const IntxWeights& w, int64_t M);
@@ -102,6 +105,9 @@ void intx_compute_int8(const IntxWeights& w, const void* ws, int64_t M, const fl
 // x: float32 [M, K] in natural order (the portable prepare).
 void intx_compute_packed(const IntxWeights& w, const float* x, int64_t M, const float* bias, float* y, int64_t n0,
                          int64_t n1);
+// x: bfloat16 [M, K] in natural order; needs cpu/panel_gemm.h's packed_bf16_gemm(M, K).
+void intx_compute_packed_bf16(const IntxWeights& w, const bf16_t* x, int64_t M, const float* bias, float* y,
+                              int64_t n0, int64_t n1);
 }  // namespace avx2
 
 namespace avx512 {

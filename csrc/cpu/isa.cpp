@@ -33,6 +33,18 @@ bool cpu_has_avx512() {
 #endif
 }
 
+bool cpu_has_avx512_bf16() {
+#if defined(LOWBIT_HAVE_AVX512_BF16) && (defined(__GNUC__) || defined(__clang__))
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return cpu_has_avx512() && __builtin_cpu_supports("avx512bf16");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
 namespace {
 Isa parse(const std::string& name) {
   if (name == "portable") return Isa::Portable;

@@ -12,6 +12,8 @@ enum class Isa { Portable, Avx2, Avx512 };
 bool cpu_has_avx2();
 // AVX-512 F + BW + VL + VNNI (with OS support for the zmm state) and the AVX2 set.
 bool cpu_has_avx512();
+// cpu_has_avx512() and AVX512_BF16 (vdpbf16ps), in this build.
+bool cpu_has_avx512_bf16();
 // The ISA kernels dispatch to now: the best available, unless forced with
 // set_isa() or the environment variable LOWBIT_CPU_ISA=portable|avx2|avx512.
 Isa active_isa();
@@ -23,6 +25,8 @@ const char* isa_name(Isa isa);
 // Kernels without an AVX-512 version run their AVX2 one under Isa::Avx512.
 inline bool use_avx2() { return active_isa() >= Isa::Avx2; }
 inline bool use_avx512() { return active_isa() == Isa::Avx512; }
+// The bfloat16 panel path belongs to the avx512 tier, on CPUs that also have AVX512_BF16.
+inline bool use_avx512_bf16() { return use_avx512() && cpu_has_avx512_bf16(); }
 
 }  // namespace lowbit::cpu
 

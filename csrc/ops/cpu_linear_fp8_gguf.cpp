@@ -34,13 +34,15 @@ void for_columns(int64_t M, int64_t K, int64_t N, Fn fn) {
 }
 
 struct FloatIO {
-  at::Tensor xf;  // [M, K] float32 contiguous
+  at::Tensor xf;  // [M, K] float32 contiguous, or bfloat16 as given when bf16_panels
   at::Tensor yf;  // [M, N] float32, a view of the output when x is float32
+  bool bf16_panels = false;  // bfloat16 x on the bfloat16 panel path (cpu/panel_gemm.h)
 };
 
 FloatIO float_io(const LinearArgs& a) {
   FloatIO io;
-  io.xf = a.x2d.scalar_type() == at::kFloat ? a.x2d : a.x2d.to(at::kFloat);
+  io.bf16_panels = a.x2d.scalar_type() == at::kBFloat16 && cpu::packed_bf16_gemm(a.M, a.K);
+  io.xf = a.x2d.scalar_type() == at::kFloat || io.bf16_panels ? a.x2d : a.x2d.to(at::kFloat);
   io.yf = a.y.scalar_type() == at::kFloat ? a.y.view({a.M, a.N}) : at::empty({a.M, a.N}, a.x2d.options().dtype(at::kFloat));
   return io;
 }
@@ -48,6 +50,10 @@ FloatIO float_io(const LinearArgs& a) {
 void finish(const LinearArgs& a, const FloatIO& io) {
   if (a.y.scalar_type() != at::kFloat) a.y.view({a.M, a.N}).copy_(io.yf);
 }
+
+constexpr const char* kBf16PanelKernel = "avx512_packed_gemm_bf16act";
+
+const bf16_t* bf16_data(const FloatIO& io) { return reinterpret_cast<const bf16_t*>(io.xf.const_data_ptr()); }
 
 const char* f32_kernel_name(int64_t M, int64_t K) {
   if (!cpu::use_avx2()) return "portable";
@@ -68,27 +74,37 @@ at::Tensor linear_fp8(const at::Tensor& x, const at::Tensor& q_in, const at::Ten
   const FloatIO io = float_io(a);
   const Fp8Format fmt = fp8_format_of(q.scalar_type());
   const int64_t scale_stride = scale.size(0) == 1 ? 0 : 1;
-  const float* xp = io.xf.const_data_ptr<float>();
   const auto* qp = static_cast<const uint8_t*>(q.const_data_ptr());
   const float* sp = scale.const_data_ptr<float>();
   const float* bp = bias_ptr(a);
   float* yp = io.yf.mutable_data_ptr<float>();
   const int64_t M = a.M;
-  for_columns(M, K, N, [&](int64_t n0, int64_t n1) {
-    cpu::linear_fp8(xp, qp, fmt, sp, scale_stride, bp, yp, M, K, N, n0, n1);
-  });
+  if (io.bf16_panels) {
+    const bf16_t* xp = bf16_data(io);
+    for_columns(M, K, N, [&](int64_t n0, int64_t n1) {
+      cpu::linear_fp8_bf16act(xp, qp, fmt, sp, scale_stride, bp, yp, M, K, N, n0, n1);
+    });
+  } else {
+    const float* xp = io.xf.const_data_ptr<float>();
+    for_columns(M, K, N, [&](int64_t n0, int64_t n1) {
+      cpu::linear_fp8(xp, qp, fmt, sp, scale_stride, bp, yp, M, K, N, n0, n1);
+    });
+  }
   finish(a, io);
-  cpu::note_kernel(op, f32_kernel_name(M, K));
+  cpu::note_kernel(op, io.bf16_panels ? kBf16PanelKernel : f32_kernel_name(M, K));
   return a.y;
 }
 
 using GgufF32Fn = void (*)(const float*, const uint8_t*, const float*, float*, int64_t, int64_t, int64_t, int64_t,
                            int64_t);
+using GgufBf16Fn = void (*)(const bf16_t*, const uint8_t*, const float*, float*, int64_t, int64_t, int64_t, int64_t,
+                            int64_t);
 using GgufI8Fn = void (*)(const int8_t*, const float*, const int32_t*, const uint8_t*, const float*, float*, int64_t,
                           int64_t, int64_t, int64_t, int64_t);
 
 at::Tensor linear_gguf(const at::Tensor& x, const at::Tensor& blocks_in, const std::optional<at::Tensor>& bias,
-                       bool int8_activations, const char* op, int64_t block_bytes, GgufF32Fn f32_fn, GgufI8Fn i8_fn) {
+                       bool int8_activations, const char* op, int64_t block_bytes, GgufF32Fn f32_fn, GgufI8Fn i8_fn,
+                       GgufBf16Fn bf16_fn) {
   const WeightShape shape = check_gguf_weight(x, blocks_in, op, block_bytes);
   const int64_t N = shape.N, K = shape.K;
   LinearArgs a = prepare_linear(x, N, K, bias, op);
@@ -98,9 +114,16 @@ at::Tensor linear_gguf(const at::Tensor& x, const at::Tensor& blocks_in, const s
   const int64_t M = a.M, nb = K / cpu::kGgufBlockElems;
   const uint8_t* wp = blocks.const_data_ptr<uint8_t>();
   const float* bp = bias_ptr(a);
-  const float* xp = io.xf.const_data_ptr<float>();
   float* yp = io.yf.mutable_data_ptr<float>();
-  // large M on AVX2: the packed float kernel is faster than the int8 one and exact
+  // large M: the packed panel kernels are faster than the int8 one and exact
+  if (io.bf16_panels) {
+    const bf16_t* xp = bf16_data(io);
+    for_columns(M, K, N, [&](int64_t n0, int64_t n1) { bf16_fn(xp, wp, bp, yp, M, K, N, n0, n1); });
+    cpu::note_kernel(op, kBf16PanelKernel);
+    finish(a, io);
+    return a.y;
+  }
+  const float* xp = io.xf.const_data_ptr<float>();
   if (int8_activations && !cpu::packed_float_gemm(M, K)) {
     at::Tensor qx = at::empty({M, K}, a.x2d.options().dtype(at::kChar));
     at::Tensor dx = at::empty({M, nb}, a.x2d.options().dtype(at::kFloat));
@@ -124,13 +147,13 @@ at::Tensor linear_gguf(const at::Tensor& x, const at::Tensor& blocks_in, const s
 at::Tensor linear_q8_0(const at::Tensor& x, const at::Tensor& blocks, const std::optional<at::Tensor>& bias,
                        bool int8_activations) {
   return linear_gguf(x, blocks, bias, int8_activations, "linear_q8_0", 34, &cpu::linear_q8_0_f32act,
-                     &cpu::linear_q8_0_int8act);
+                     &cpu::linear_q8_0_int8act, &cpu::linear_q8_0_bf16act);
 }
 
 at::Tensor linear_q4_0(const at::Tensor& x, const at::Tensor& blocks, const std::optional<at::Tensor>& bias,
                        bool int8_activations) {
   return linear_gguf(x, blocks, bias, int8_activations, "linear_q4_0", 18, &cpu::linear_q4_0_f32act,
-                     &cpu::linear_q4_0_int8act);
+                     &cpu::linear_q4_0_int8act, &cpu::linear_q4_0_bf16act);
 }
 
 }  // namespace

@@ -39,7 +39,9 @@ at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& codes, const at::T
   TORCH_CHECK(!int8_activations || K <= cpu::kInt8ActMaxK, "lowbit.linear_int8: expected K <= ",
               cpu::kInt8ActMaxK, " with int8_activations=True (int32 accumulators), got K = ", K);
 
-  const at::Tensor xf = a.x2d.scalar_type() == at::kFloat ? a.x2d : a.x2d.to(at::kFloat);
+  // bfloat16 x at large M: the bfloat16 panel path reads x as it is
+  const bool bf16_panels = !int8_activations && a.x2d.scalar_type() == at::kBFloat16 && cpu::packed_bf16_gemm(M, K);
+  const at::Tensor xf = a.x2d.scalar_type() == at::kFloat || bf16_panels ? a.x2d : a.x2d.to(at::kFloat);
   const bool f32_out = a.y.scalar_type() == at::kFloat;
   at::Tensor yf = f32_out ? a.y.view({M, N}) : at::empty({M, N}, a.x2d.options().dtype(at::kFloat));
   const at::Tensor w = codes.contiguous();
@@ -68,6 +70,12 @@ at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& codes, const at::T
                      });
     at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
       cpu::linear_int8_int8act(qp, ldq, sxp, M, K, wp, sp, bp, yp, N, b * per, std::min(N, e * per));
+    });
+  } else if (bf16_panels) {
+    cpu::note_kernel(kOp, "avx512_packed_gemm_bf16act");
+    const auto* xp = reinterpret_cast<const bf16_t*>(xf.const_data_ptr());
+    at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
+      cpu::linear_int8_bf16act(xp, M, K, wp, sp, bp, yp, N, b * per, std::min(N, e * per));
     });
   } else {
     cpu::note_kernel(kOp, !avx2 ? "portable_f32act"

@@ -43,7 +43,7 @@ at::Tensor linear_intx(const at::Tensor& x, const at::Tensor& packed_in, const a
                      zero_point.defined() ? zero_point.const_data_ptr<float>() : nullptr, N, K, group_size,
                      static_cast<int>(bits)};
   const int64_t M = a.M;
-  const cpu::IntxPlan plan = cpu::intx_plan(w, M, int8_activations);
+  const cpu::IntxPlan plan = cpu::intx_plan(w, M, int8_activations, a.x2d.scalar_type() == at::kBFloat16);
   cpu::note_kernel(kOp, plan.name);
 
   at::Tensor ws = at::empty({static_cast<int64_t>(cpu::intx_workspace_bytes(plan, w, M))},

@@ -18,6 +18,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("cpu_has_avx2", &lowbit::cpu::cpu_has_avx2, "Whether this CPU and build can run the AVX2/FMA/F16C kernels.");
   m.def("cpu_has_avx512", &lowbit::cpu::cpu_has_avx512,
         "Whether this CPU and build can run the AVX-512 (F/BW/VL/VNNI) kernels.");
+  m.def("cpu_has_avx512_bf16", &lowbit::cpu::cpu_has_avx512_bf16,
+        "Whether this CPU and build can run the bfloat16 (vdpbf16ps) large-M kernels of the avx512 tier.");
   m.def("cpu_isa", [] { return std::string(lowbit::cpu::isa_name(lowbit::cpu::active_isa())); },
         "The CPU kernel family in use: 'avx512', 'avx2' or 'portable'.");
   m.def("set_cpu_isa", [](const std::string& name) {
@@ -41,6 +43,11 @@ PYBIND11_MODULE(_C, m) {
     d["avx512_kernels"] = true;
 #else
     d["avx512_kernels"] = false;
+#endif
+#ifdef LOWBIT_HAVE_AVX512_BF16
+    d["avx512_bf16_kernels"] = true;
+#else
+    d["avx512_bf16_kernels"] = false;
 #endif
 #ifdef LOWBIT_WITH_CUDA
     d["cuda"] = true;

@@ -27,6 +27,7 @@
 #include <new>
 
 #include "cpu/avx2/panel_gemm_avx2.h"
+#include "cpu/avx2/panel_gemm_bf16.h"
 #include "cpu/avx2/vec_avx2.h"
 #include "cpu/gemm_fp8_gguf.h"
 
@@ -515,5 +516,29 @@ void linear_q4_0_int8act(const int8_t* qx, const float* dx, const int32_t* sx, c
   const GgufI8Args a{qx, dx, sx, blocks, bias, y, K, N, K / kBlock, K / kBlock * 18};
   drive<Q4I8Tile>(a, M, n0, n1, a.row_bytes);
 }
+
+#if defined(LOWBIT_HAVE_AVX512_BF16)
+void linear_fp8_bf16act(const bf16_t* x, const uint8_t* q, Fp8Format fmt, const float* scale, int64_t scale_stride,
+                        const float* bias, float* y, int64_t M, int64_t K, int64_t N, int64_t n0, int64_t n1) {
+  // per channel: the float8 values themselves (exact in bfloat16), scaled after the sum
+  static const float one = 1.f;
+  const float* col_scale = scale_stride ? scale : nullptr;
+  const float* dec_scale = scale_stride ? &one : scale;
+  if (fmt == Fp8Format::E4M3FN)
+    gemm_packed_bf16(Fp8Dec<true>{q, dec_scale, 0, K}, x, bias, y, M, K, N, n0, n1, col_scale);
+  else
+    gemm_packed_bf16(Fp8Dec<false>{q, dec_scale, 0, K}, x, bias, y, M, K, N, n0, n1, col_scale);
+}
+
+void linear_q8_0_bf16act(const bf16_t* x, const uint8_t* blocks, const float* bias, float* y, int64_t M, int64_t K,
+                         int64_t N, int64_t n0, int64_t n1) {
+  gemm_packed_bf16(Q8Dec{blocks, K / kBlock * 34}, x, bias, y, M, K, N, n0, n1);
+}
+
+void linear_q4_0_bf16act(const bf16_t* x, const uint8_t* blocks, const float* bias, float* y, int64_t M, int64_t K,
+                         int64_t N, int64_t n0, int64_t n1) {
+  gemm_packed_bf16(Q4Dec{blocks, K / kBlock * 18}, x, bias, y, M, K, N, n0, n1);
+}
+#endif
 
 }  // namespace lowbit::cpu::avx2

@@ -24,6 +24,7 @@
 #include <new>
 
 #include "cpu/avx2/panel_gemm_avx2.h"
+#include "cpu/avx2/panel_gemm_bf16.h"
 #include "cpu/avx2/vec_avx2.h"
 #include "cpu/gemm_int8.h"
 #include "cpu/no_contract.h"
@@ -290,6 +291,13 @@ struct Int8Dec {
   __m256 v8(int64_t n, int64_t k) const { return _mm256_mul_ps(load_w8_f32(codes + n * K + k), _mm256_set1_ps(scale[n])); }
 };
 
+// The codes alone, for the bfloat16 panels (exact in bfloat16; the scale comes after the sum).
+struct Int8CodeDec {
+  const int8_t* codes;
+  int64_t K;
+  __m256 v8(int64_t n, int64_t k) const { return load_w8_f32(codes + n * K + k); }
+};
+
 }  // namespace
 
 void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* xq, int64_t ldq, float* sx) {
@@ -342,6 +350,13 @@ void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* xq, int64_
     for (; k < ldq; ++k) qr[k] = 0;
   }
 }
+
+#if defined(LOWBIT_HAVE_AVX512_BF16)
+void linear_int8_bf16act(const bf16_t* x, int64_t M, int64_t K, const int8_t* codes, const float* scale,
+                         const float* bias, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  gemm_packed_bf16(Int8CodeDec{codes, K}, x, bias, y, M, K, ldy, n0, n1, scale);
+}
+#endif
 
 void linear_int8_f32act(const float* x, int64_t M, int64_t K, const int8_t* codes, const float* scale,
                         const float* bias, float* y, int64_t ldy, int64_t n0, int64_t n1) {

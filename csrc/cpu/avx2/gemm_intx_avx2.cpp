@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cpu/avx2/panel_gemm_avx2.h"
+#include "cpu/avx2/panel_gemm_bf16.h"
 #include "cpu/avx2/vec_avx2.h"
 #include "cpu/gemm_intx.h"
 
@@ -319,8 +320,13 @@ template <int BITS>
 struct IntxDec {
   const IntxWeights& w;
   int64_t row_bytes, G;
-  float scale(int64_t n, int64_t k) const { return w.scale[n * G + k / w.group_size]; }
-  float zp(int64_t n, int64_t k) const { return w.zero_point ? w.zero_point[n * G + k / w.group_size] : 0.f; }
+  // log2(group_size) when it is a power of two (every size the quantizers pick): a shift
+  // instead of a 64-bit division per 8 weights, which cost more than the decoding itself
+  int group_shift = group_shift_of(w.group_size);
+  static int group_shift_of(int64_t g) { return (g & (g - 1)) == 0 ? __builtin_ctzll(static_cast<unsigned long long>(g)) : -1; }
+  int64_t group(int64_t k) const { return group_shift >= 0 ? k >> group_shift : k / w.group_size; }
+  float scale(int64_t n, int64_t k) const { return w.scale[n * G + group(k)]; }
+  float zp(int64_t n, int64_t k) const { return w.zero_point ? w.zero_point[n * G + group(k)] : 0.f; }
   float v1(int64_t n, int64_t k) const {
     constexpr int NV = 8 / BITS;
     const int u = (w.packed[n * row_bytes + k / NV] >> (BITS * (k % NV))) & ((1 << BITS) - 1);
@@ -351,6 +357,15 @@ void intx_compute_packed(const IntxWeights& w, const float* x, int64_t M, const 
   if (w.bits == 4) gemm_packed(IntxDec<4>{w, row_bytes, G}, x, bias, y, M, w.K, w.N, n0, n1);
   else gemm_packed(IntxDec<2>{w, row_bytes, G}, x, bias, y, M, w.K, w.N, n0, n1);
 }
+
+#if defined(LOWBIT_HAVE_AVX512_BF16)
+void intx_compute_packed_bf16(const IntxWeights& w, const bf16_t* x, int64_t M, const float* bias, float* y,
+                              int64_t n0, int64_t n1) {
+  const int64_t row_bytes = w.K * w.bits / 8, G = w.K / w.group_size;
+  if (w.bits == 4) gemm_packed_bf16(IntxDec<4>{w, row_bytes, G}, x, bias, y, M, w.K, w.N, n0, n1);
+  else gemm_packed_bf16(IntxDec<2>{w, row_bytes, G}, x, bias, y, M, w.K, w.N, n0, n1);
+}
+#endif
 
 bool intx_f32_supported(const IntxWeights& w) {
   if (w.bits != 2 && w.bits != 4) return false;
