@@ -321,7 +321,7 @@ struct IntxDec {
   const IntxWeights& w;
   int64_t row_bytes, G;
   // log2(group_size) when it is a power of two (every size the quantizers pick): a shift
-  // instead of a 64-bit division per 8 weights, which cost more than the decoding itself
+  // instead of a 64-bit division per 8 weights
   int group_shift = group_shift_of(w.group_size);
   static int group_shift_of(int64_t g) { return (g & (g - 1)) == 0 ? __builtin_ctzll(static_cast<unsigned long long>(g)) : -1; }
   int64_t group(int64_t k) const { return group_shift >= 0 ? k >> group_shift : k / w.group_size; }
