@@ -57,6 +57,13 @@ CONFIGS = [
     ("torchao W4A16", "torchao", "int4 (Intx)", None, 128),
     ("torchao W8A8", "torchao", "int8", "int8 (dynamic)", None),
 ]
+# The weight-only configurations again on the model converted to bfloat16 first (so the
+# activations are bfloat16): the dtype the peers' CPU kernels are made for, and the one
+# lowbit's bfloat16-panel kernels serve at prefill.
+BF16_MODEL = " (bf16 model)"
+_BF16_BASES = ["lowbit W8A16", "lowbit W4A16 minmax", "quanto W8A16", "quanto W4A16", "torchao W8A16",
+               "torchao W4A16"]
+CONFIGS += [(n + BF16_MODEL, *c[1:]) for n in _BF16_BASES for c in CONFIGS if c[0] == n]
 CONFIG_BY_NAME = {c[0]: c for c in CONFIGS}
 
 
@@ -74,6 +81,8 @@ def build(name: str, model: torch.nn.Module):
     """Quantized copy of `model` for configuration `name` and the context to run it in.
     The float model is left untouched. Raises NotAvailable with the reason."""
     null = contextlib.nullcontext
+    if name.endswith(BF16_MODEL):
+        return build(name[: -len(BF16_MODEL)], copy.deepcopy(model).to(torch.bfloat16))
     if name == "float32":
         return model, null
     if name == "bfloat16":

@@ -126,6 +126,8 @@ IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations, bool 
   }
 #if defined(LOWBIT_HAVE_AVX512_BF16)
   if (bf16_x && packed_bf16_gemm(M, w.K)) return {IntxKernel::Avx512PackedBf16, "avx512_packed_gemm_bf16act"};
+  if (bf16_x && use_avx512_bf16() && avx512bf16::intx4_bf16_supported(w))
+    return {IntxKernel::Avx512Bf16, M == 1 ? "avx512_gemv_bf16act" : "avx512_gemm_bf16act"};
 #else
   (void)bf16_x;
 #endif
@@ -145,6 +147,12 @@ size_t intx_workspace_bytes(const IntxPlan& plan, const IntxWeights& w, int64_t 
       return static_cast<size_t>(M * w.K) * sizeof(float);
     case IntxKernel::Avx512PackedBf16:  // x as it is
       return static_cast<size_t>(M * w.K) * sizeof(bf16_t);
+    case IntxKernel::Avx512Bf16:
+#if defined(LOWBIT_HAVE_AVX512_BF16)
+      return avx512bf16::intx4_bf16_workspace_bytes(w, M);
+#else
+      return 0;  // never planned without the AVX512_BF16 build
+#endif
     case IntxKernel::Avx2F32:  // x permuted [M, K], then its per-group sums [M, K / group_size]
       return static_cast<size_t>(M * w.K + M * (w.K / w.group_size)) * sizeof(float);
     default:
@@ -167,6 +175,11 @@ void intx_prepare(const IntxPlan& plan, const IntxWeights& w, const T* x, int64_
       // planned for bfloat16 x only (intx_plan's bf16_x)
       if constexpr (std::is_same_v<T, bf16_t>)
         std::memcpy(static_cast<bf16_t*>(ws) + m0 * w.K, x + m0 * w.K, static_cast<size_t>((m1 - m0) * w.K) * sizeof(bf16_t));
+      return;
+    case IntxKernel::Avx512Bf16:
+#if defined(LOWBIT_HAVE_AVX512_BF16)
+      if constexpr (std::is_same_v<T, bf16_t>) avx512bf16::intx4_prepare_bf16(w, x, M, ws, m0, m1);
+#endif
       return;
 #else
     default: return;
@@ -196,6 +209,12 @@ void intx_compute(const IntxPlan& plan, const IntxWeights& w, const void* ws, in
       return avx2::intx_compute_packed_bf16(w, static_cast<const bf16_t*>(ws), M, bias, y, n0, n1);
 #else
       return;  // never planned without the AVX512_BF16 build
+#endif
+    case IntxKernel::Avx512Bf16:
+#if defined(LOWBIT_HAVE_AVX512_BF16)
+      return avx512bf16::intx4_compute_bf16(w, ws, M, bias, y, n0, n1);
+#else
+      return;
 #endif
 #else
     default: return;

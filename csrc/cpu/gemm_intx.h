@@ -35,6 +35,7 @@ enum class IntxKernel : int {
   Avx2PackedF32, // float activations, M >= 32: weights decoded into float panels + 6x16 FMA microkernel
   Avx512Int8,    // int8 activation blocks, 4-bit, M > 1: AVX-512 VNNI tiles on the Avx2Int8 workspace
   Avx512PackedBf16,  // bfloat16 activations, M >= 32: weights decoded into bfloat16 panels + vdpbf16ps
+  Avx512Bf16,        // bfloat16 activations, 4-bit, M < 32: codes decoded to bfloat16 in registers + vdpbf16ps
 };
 
 struct IntxPlan {
@@ -109,6 +110,16 @@ void intx_compute_packed(const IntxWeights& w, const float* x, int64_t M, const 
 void intx_compute_packed_bf16(const IntxWeights& w, const bf16_t* x, int64_t M, const float* bias, float* y,
                               int64_t n0, int64_t n1);
 }  // namespace avx2
+
+namespace avx512bf16 {
+// 4-bit weights with K and group_size multiples of 32 (cpu/avx512bf16/gemm_int4_bf16.cpp).
+bool intx4_bf16_supported(const IntxWeights& w);
+// Workspace: x as given (bfloat16 [M, K]) and its sums per group, float32 [M, G].
+size_t intx4_bf16_workspace_bytes(const IntxWeights& w, int64_t M);
+void intx4_prepare_bf16(const IntxWeights& w, const bf16_t* x, int64_t M, void* ws, int64_t m0, int64_t m1);
+void intx4_compute_bf16(const IntxWeights& w, const void* ws, int64_t M, const float* bias, float* y, int64_t n0,
+                        int64_t n1);
+}  // namespace avx512bf16
 
 namespace avx512 {
 // 4-bit weights with K and group_size multiples of 128 (and avx2::intx_int8_supported).

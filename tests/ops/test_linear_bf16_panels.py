@@ -1,5 +1,6 @@
-"""The large-M path for bfloat16 activations (cpu/panel_gemm.h): weights decoded into
-bfloat16 panels and multiplied with vdpbf16ps, on CPUs with AVX512_BF16.
+"""The vdpbf16ps kernels for bfloat16 activations on CPUs with AVX512_BF16: the large-M
+path of every format (cpu/panel_gemm.h: weights decoded into bfloat16 panels) and, at
+the end of this file, linear_intx's 4-bit kernel for M < 32.
 
 Every format is checked against a float64 dequantize-then-matmul reference of the same
 bfloat16 x. Thresholds (||y - ref|| / ||ref||): the output is rounded to bfloat16 (unit
@@ -122,3 +123,45 @@ def test_nan_row_stays_in_its_row():
         assert lowbit.last_kernels()["linear_int8"] == PANEL_KERNEL
     assert torch.isnan(y[5]).all()
     assert torch.isfinite(torch.cat([y[:5], y[6:]])).all()
+
+
+# ------------------------------------------- 4-bit weights, bfloat16 x, M < 32 ----
+# linear_intx's register-decoded kernel: codes u (0..15, exact in bfloat16) meet x in
+# vdpbf16ps, then scale * sum(u x) - (8 + zp) * scale * sum(x) per group in float32.
+
+@pytest.mark.parametrize("M", [1, 2, 3, 5, 16, 31])
+@pytest.mark.parametrize("group,asym", [(32, False), (64, True), (128, True), (256, False)])
+def test_int4_small_m_matches_float64(M, group, asym):
+    N, K = 2 * 4 + 3, 2 * max(group, 128)  # N: tails of the 4- and 2-row tiles
+    codes, scale, zp = make_weight(N, K, 4, group, asym)
+    packed = pack_bits(codes, 4)
+    x, bias = make_x(M, K), torch.randn(N)
+    with lowbit.use_cpu_isa("avx512"):
+        y = linear_intx(x, packed, scale, zp, 4, bias)
+        assert lowbit.last_kernels()["linear_intx"] == ("avx512_gemv_bf16act" if M == 1 else "avx512_gemm_bf16act")
+    assert rel_err(y, reference(x, dequant_ref(codes, scale, zp), bias)) < EXACT_CODES_TOL
+
+
+def test_int4_small_m_positive_activations():
+    """All-positive x (after a ReLU / GELU) makes sum(u x) and (8 + zp) sum(x) large and
+    close: their float32 difference must still hold the bfloat16 accuracy."""
+    codes, scale, zp = make_weight(64, 1024, 4, 128, True)
+    x = make_x(4, 1024).abs() + 1
+    with lowbit.use_cpu_isa("avx512"):
+        y = linear_intx(x, pack_bits(codes, 4), scale, zp, 4)
+        assert lowbit.last_kernels()["linear_intx"] == "avx512_gemm_bf16act"
+    assert rel_err(y, reference(x, dequant_ref(codes, scale, zp), None)) < EXACT_CODES_TOL
+
+
+def test_int4_small_m_other_cases_keep_their_kernels():
+    codes, scale, zp = make_weight(16, 256, 4, 128, False)
+    packed = pack_bits(codes, 4)
+    with lowbit.use_cpu_isa("avx512"):
+        linear_intx(make_x(2, 256).float(), packed, scale, zp, 4)  # float32 x: exact float path
+        assert lowbit.last_kernels()["linear_intx"] == "avx2_gemm_f32act"
+        linear_intx(make_x(2, 256), packed, scale, zp, 4, int8_activations=True)  # int8 requested
+        assert "int8act" in lowbit.last_kernels()["linear_intx"]
+    codes2, scale2, _ = make_weight(16, 256, 2, 128, False)
+    with lowbit.use_cpu_isa("avx512"):
+        linear_intx(make_x(2, 256), pack_bits(codes2, 2), scale2, None, 2)  # 2-bit: AVX2 kernel
+        assert lowbit.last_kernels()["linear_intx"] == "avx2_gemm_f32act"
