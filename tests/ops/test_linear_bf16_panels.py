@@ -126,8 +126,8 @@ def test_nan_row_stays_in_its_row():
 
 
 # ------------------------------------------- 4-bit weights, bfloat16 x, M < 32 ----
-# linear_intx's register-decoded kernel: codes u (0..15, exact in bfloat16) meet x in
-# vdpbf16ps, then scale * sum(u x) - (8 + zp) * scale * sum(x) per group in float32.
+# linear_intx's register-decoded kernel: bfloat16 128 + u (exact) meets x in vdpbf16ps,
+# then scale * sum((128 + u) x) - (136 + zp) * scale * sum(x) per group in float32.
 
 @pytest.mark.parametrize("M", [1, 2, 3, 5, 16, 31])
 @pytest.mark.parametrize("group,asym", [(32, False), (64, True), (128, True), (256, False)])
@@ -143,8 +143,8 @@ def test_int4_small_m_matches_float64(M, group, asym):
 
 
 def test_int4_small_m_positive_activations():
-    """All-positive x (after a ReLU / GELU) makes sum(u x) and (8 + zp) sum(x) large and
-    close: their float32 difference must still hold the bfloat16 accuracy."""
+    """All-positive x (after a ReLU / GELU) makes sum((128 + u) x) and (136 + zp) sum(x)
+    large and close: their float32 difference must still hold the bfloat16 accuracy."""
     codes, scale, zp = make_weight(64, 1024, 4, 128, True)
     x = make_x(4, 1024).abs() + 1
     with lowbit.use_cpu_isa("avx512"):
