@@ -35,7 +35,7 @@ enum class IntxKernel : int {
   Avx2PackedF32, // float activations, M >= 32: weights decoded into float panels + 6x16 FMA microkernel
   Avx512Int8,    // int8 activation blocks, 4-bit, M > 1: AVX-512 VNNI tiles on the Avx2Int8 workspace
   Avx512PackedBf16,  // bfloat16 activations, M >= 32: weights decoded into bfloat16 panels + vdpbf16ps
-  Avx512Bf16,        // bfloat16 activations, 4-bit, M < 32: codes decoded to bfloat16 in registers + vdpbf16ps
+  Avx512Bf16,        // bfloat16 activations, 4-bit, M < 64: codes decoded to bfloat16 in registers + vdpbf16ps
 };
 
 struct IntxPlan {

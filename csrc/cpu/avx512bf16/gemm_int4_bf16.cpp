@@ -1,4 +1,4 @@
-// 4-bit weights x bfloat16 activations for 1 <= M < 32 (linear_intx's exact path):
+// 4-bit weights x bfloat16 activations for 1 <= M < 64 (linear_intx's exact path):
 // vdpbf16ps on weight codes turned into bfloat16 in registers, 32 weights per instruction.
 //
 // A packed byte holds elements 2i (low nibble) and 2i + 1 (high nibble) of a row, so 16
