@@ -46,13 +46,16 @@ void linear_q4_0_int8act(const int8_t* qx, const float* dx, const int32_t* sx, c
 // bfloat16 x on the bfloat16 panel path (cpu/panel_gemm.h; only when packed_bf16_gemm(M, K)):
 // the f32act formulas above with x's bfloat16 values. Per-channel float8 keeps its values
 // (exact in bfloat16) and scales the sums; per-tensor float8 and GGUF round the dequantized
-// weight to bfloat16.
-void linear_fp8_bf16act(const bf16_t* x, const uint8_t* q, Fp8Format fmt, const float* scale, int64_t scale_stride,
-                        const float* bias, float* y, int64_t M, int64_t K, int64_t N, int64_t n0, int64_t n1);
-void linear_q8_0_bf16act(const bf16_t* x, const uint8_t* blocks, const float* bias, float* y, int64_t M, int64_t K,
-                         int64_t N, int64_t n0, int64_t n1);
-void linear_q4_0_bf16act(const bf16_t* x, const uint8_t* blocks, const float* bias, float* y, int64_t M, int64_t K,
-                         int64_t N, int64_t n0, int64_t n1);
+// weight to bfloat16. Here and in avx2:: (which implements them).
+#define LOWBIT_FP8_GGUF_BF16_DECLS                                                                                  \
+  void linear_fp8_bf16act(const bf16_t* x, const uint8_t* q, Fp8Format fmt, const float* scale,                    \
+                          int64_t scale_stride, const float* bias, float* y, int64_t M, int64_t K, int64_t N,      \
+                          int64_t n0, int64_t n1);                                                                 \
+  void linear_q8_0_bf16act(const bf16_t* x, const uint8_t* blocks, const float* bias, float* y, int64_t M,         \
+                           int64_t K, int64_t N, int64_t n0, int64_t n1);                                         \
+  void linear_q4_0_bf16act(const bf16_t* x, const uint8_t* blocks, const float* bias, float* y, int64_t M,         \
+                           int64_t K, int64_t N, int64_t n0, int64_t n1);
+LOWBIT_FP8_GGUF_BF16_DECLS
 
 // packed_float_gemm(M, K) (cpu/panel_gemm.h): whether the float-activation kernels take
 // the AVX2 packed-panel path (large M). It is then faster than the int8-activation GGUF
@@ -77,13 +80,9 @@ LOWBIT_FP8_GGUF_DECLS
 }
 namespace avx2 {
 LOWBIT_FP8_GGUF_DECLS
-void linear_fp8_bf16act(const bf16_t* x, const uint8_t* q, Fp8Format fmt, const float* scale, int64_t scale_stride,
-                        const float* bias, float* y, int64_t M, int64_t K, int64_t N, int64_t n0, int64_t n1);
-void linear_q8_0_bf16act(const bf16_t* x, const uint8_t* blocks, const float* bias, float* y, int64_t M, int64_t K,
-                         int64_t N, int64_t n0, int64_t n1);
-void linear_q4_0_bf16act(const bf16_t* x, const uint8_t* blocks, const float* bias, float* y, int64_t M, int64_t K,
-                         int64_t N, int64_t n0, int64_t n1);
+LOWBIT_FP8_GGUF_BF16_DECLS
 }
 #undef LOWBIT_FP8_GGUF_DECLS
+#undef LOWBIT_FP8_GGUF_BF16_DECLS
 
 }  // namespace lowbit::cpu
