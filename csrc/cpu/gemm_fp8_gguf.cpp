@@ -3,7 +3,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <stdexcept>
 
 #include "cpu/isa.h"
 #include "lowbit/float_types.h"
@@ -187,34 +186,17 @@ void linear_q4_0_int8act(const int8_t* qx, const float* dx, const int32_t* sx, c
 }
 
 
-// The bfloat16 panel path exists only in builds with the AVX512_BF16 kernels; the glue
-// asks packed_bf16_gemm() first, which is false in the others.
-#if defined(LOWBIT_HAVE_AVX512_BF16)
 void linear_fp8_bf16act(const bf16_t* x, const uint8_t* q, Fp8Format fmt, const float* scale, int64_t scale_stride,
                         const float* bias, float* y, int64_t M, int64_t K, int64_t N, int64_t n0, int64_t n1) {
-  avx2::linear_fp8_bf16act(x, q, fmt, scale, scale_stride, bias, y, M, K, N, n0, n1);
+  LOWBIT_BF16_DISPATCH(linear_fp8_bf16act, x, q, fmt, scale, scale_stride, bias, y, M, K, N, n0, n1);
 }
 void linear_q8_0_bf16act(const bf16_t* x, const uint8_t* blocks, const float* bias, float* y, int64_t M, int64_t K,
                          int64_t N, int64_t n0, int64_t n1) {
-  avx2::linear_q8_0_bf16act(x, blocks, bias, y, M, K, N, n0, n1);
+  LOWBIT_BF16_DISPATCH(linear_q8_0_bf16act, x, blocks, bias, y, M, K, N, n0, n1);
 }
 void linear_q4_0_bf16act(const bf16_t* x, const uint8_t* blocks, const float* bias, float* y, int64_t M, int64_t K,
                          int64_t N, int64_t n0, int64_t n1) {
-  avx2::linear_q4_0_bf16act(x, blocks, bias, y, M, K, N, n0, n1);
+  LOWBIT_BF16_DISPATCH(linear_q4_0_bf16act, x, blocks, bias, y, M, K, N, n0, n1);
 }
-#else
-void linear_fp8_bf16act(const bf16_t*, const uint8_t*, Fp8Format, const float*, int64_t, const float*, float*, int64_t,
-                        int64_t, int64_t, int64_t, int64_t) {
-  throw std::logic_error("lowbit: linear_fp8_bf16act called in a build without AVX512_BF16 kernels");
-}
-void linear_q8_0_bf16act(const bf16_t*, const uint8_t*, const float*, float*, int64_t, int64_t, int64_t, int64_t,
-                         int64_t) {
-  throw std::logic_error("lowbit: linear_q8_0_bf16act called in a build without AVX512_BF16 kernels");
-}
-void linear_q4_0_bf16act(const bf16_t*, const uint8_t*, const float*, float*, int64_t, int64_t, int64_t, int64_t,
-                         int64_t) {
-  throw std::logic_error("lowbit: linear_q4_0_bf16act called in a build without AVX512_BF16 kernels");
-}
-#endif
 
 }  // namespace lowbit::cpu

@@ -2,9 +2,9 @@
 
 #include <cmath>
 #include <limits>
-#include <stdexcept>
 
 #include "cpu/isa.h"
+#include "cpu/panel_gemm.h"
 
 namespace lowbit::cpu {
 
@@ -91,12 +91,7 @@ void linear_int8_int8act(const int8_t* xq, int64_t ldq, const float* sx, int64_t
 
 void linear_int8_bf16act(const bf16_t* x, int64_t M, int64_t K, const int8_t* codes, const float* scale,
                          const float* bias, float* y, int64_t ldy, int64_t n0, int64_t n1) {
-#if defined(LOWBIT_HAVE_AVX512_BF16)
-  avx2::linear_int8_bf16act(x, M, K, codes, scale, bias, y, ldy, n0, n1);
-#else
-  (void)x, (void)M, (void)K, (void)codes, (void)scale, (void)bias, (void)y, (void)ldy, (void)n0, (void)n1;
-  throw std::logic_error("lowbit: linear_int8_bf16act called in a build without AVX512_BF16 kernels");
-#endif
+  LOWBIT_BF16_DISPATCH(linear_int8_bf16act, x, M, K, codes, scale, bias, y, ldy, n0, n1);
 }
 
 }  // namespace lowbit::cpu

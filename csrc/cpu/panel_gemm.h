@@ -11,6 +11,8 @@
 // 4-bit quantization itself).
 #pragma once
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "lowbit/float_types.h"
 
@@ -27,6 +29,25 @@ bool packed_bf16_gemm(int64_t M, int64_t K);
 namespace avx2 {
 bool packed_gemm_applies(int64_t M, int64_t K);
 }
+
+// Raised by the bfloat16 entry points in builds without the AVX512_BF16 kernels, where
+// packed_bf16_gemm() is false and the glue never calls them.
+template <class... Args>
+[[noreturn]] void no_bf16_kernels(const char* fn, const Args&...) {
+  throw std::logic_error(std::string("lowbit: ") + fn + " called in a build without AVX512_BF16 kernels");
+}
+
+}  // namespace lowbit::cpu
+
+// The body of a bfloat16 entry point (formats' cpu::*_bf16act): the AVX2 file's version,
+// whose packing feeds the AVX512_BF16 microkernel, or no_bf16_kernels().
+#if defined(LOWBIT_HAVE_AVX512_BF16)
+#define LOWBIT_BF16_DISPATCH(fn, ...) return avx2::fn(__VA_ARGS__)
+#else
+#define LOWBIT_BF16_DISPATCH(fn, ...) ::lowbit::cpu::no_bf16_kernels(#fn, __VA_ARGS__)
+#endif
+
+namespace lowbit::cpu {
 
 // Columns per strip of a bfloat16 panel. Layout of a panel of ncols columns x kc
 // inputs (kc even): [strip][kc / 2][32 columns] of uint32, each the bfloat16 weights

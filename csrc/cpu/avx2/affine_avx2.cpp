@@ -141,14 +141,11 @@ void quantize_affine(const T* x, int8_t* codes, int64_t n, const float* scale, c
     // 32 codes per non-temporal 32-byte store, from the first aligned one on.
     j = elems_before_aligned(codes, n, 32);
     quantize_scalar(x, codes, 0, j, scale, zero_point, stride, qmin, qmax);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (; j + 32 <= n; j += 32) {
       __m256i q[4];
       for (int k = 0; k < 4; ++k)
         q[k] = _mm256_cvtps_epi32(quantize8(x, j + 8 * k, scale, zero_point, stride, lo, hi));
-      // packs work per 128-bit lane: the permute puts the four groups of 8 back in order
-      const __m256i q16 = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-      _mm256_stream_si256(reinterpret_cast<__m256i*>(codes + j), _mm256_permutevar8x32_epi32(q16, order));
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(codes + j), pack32_epi8(q[0], q[1], q[2], q[3]));
     }
   }
   for (; j + 8 <= n; j += 8) store_codes8(codes + j, quantize8(x, j, scale, zero_point, stride, lo, hi));

@@ -122,11 +122,6 @@ inline __m128i pack8(__m256i r) {
   return _mm_unpacklo_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
 }
 
-// 4 x 8 codes -> 32 consecutive bytes.
-inline __m256i pack32(__m256i r0, __m256i r1, __m256i r2, __m256i r3) {
-  const __m256i w = _mm256_packus_epi16(_mm256_packs_epi32(r0, r1), _mm256_packs_epi32(r2, r3));
-  return _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
 
 template <Fp8Format F, typename T, bool PerElementScale>
 void quantize_impl(const T* x, uint8_t* q, int64_t n, const float* scale) {
@@ -139,7 +134,7 @@ void quantize_impl(const T* x, uint8_t* q, int64_t n, const float* scale) {
     const __m256i r1 = enc(_mm256_div_ps(load8(x + i + 8), sc(i + 8)));
     const __m256i r2 = enc(_mm256_div_ps(load8(x + i + 16), sc(i + 16)));
     const __m256i r3 = enc(_mm256_div_ps(load8(x + i + 24), sc(i + 24)));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), pack32(r0, r1, r2, r3));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), pack32_epu8(r0, r1, r2, r3));
   }
   for (; i + 8 <= n; i += 8)
     _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), pack8(enc(_mm256_div_ps(load8(x + i), sc(i)))));

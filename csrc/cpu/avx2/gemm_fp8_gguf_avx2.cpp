@@ -455,7 +455,6 @@ inline bool use_packed(int64_t M, int64_t K) { return packed_gemm_applies(M, K);
 void quantize_act_q8(const float* x, int8_t* qx, float* dx, int32_t* sx, int64_t rows, int64_t K) {
   const int64_t nb = K / kBlock;
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t b = 0; b < nb; ++b) {
       const float* xb = x + r * K + b * kBlock;
@@ -471,9 +470,7 @@ void quantize_act_q8(const float* x, int8_t* qx, float* dx, int32_t* sx, int64_t
       const __m256 idv = _mm256_set1_ps(id);
       const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, idv)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, idv));
       const __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, idv)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, idv));
-      __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
-      p = _mm256_permutevar8x32_epi32(p, perm);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qx + r * K + b * kBlock), p);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qx + r * K + b * kBlock), pack32_epi8(i0, i1, i2, i3));
       dx[r * nb + b] = d;
       sx[r * nb + b] = hsum8_epi32(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
     }

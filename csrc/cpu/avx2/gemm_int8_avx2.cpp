@@ -329,17 +329,13 @@ void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* xq, int64_
       continue;
     }
     const __m256 vs = _mm256_set1_ps(s), hi = _mm256_set1_ps(127.f), lo = _mm256_set1_ps(-127.f);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     auto q8 = [&](const float* p) {
       const __m256 r = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(p), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
     };
     k = 0;
     for (; k + 32 <= K; k += 32) {
-      const __m256i ab = _mm256_packs_epi32(q8(xr + k), q8(xr + k + 8));
-      const __m256i cd = _mm256_packs_epi32(q8(xr + k + 16), q8(xr + k + 24));
-      // packs work per 128-bit lane: 4-byte chunks come out as a0 b0 c0 d0 | a1 b1 c1 d1.
-      const __m256i p = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order);
+      const __m256i p = pack32_epi8(q8(xr + k), q8(xr + k + 8), q8(xr + k + 16), q8(xr + k + 24));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(qr + k), p);
     }
     for (; k < K; ++k) {

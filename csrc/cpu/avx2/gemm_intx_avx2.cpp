@@ -320,13 +320,8 @@ template <int BITS>
 struct IntxDec {
   const IntxWeights& w;
   int64_t row_bytes, G;
-  // log2(group_size) when it is a power of two (every size the quantizers pick): a shift
-  // instead of a 64-bit division per 8 weights
-  int group_shift = group_shift_of(w.group_size);
-  static int group_shift_of(int64_t g) { return (g & (g - 1)) == 0 ? __builtin_ctzll(static_cast<unsigned long long>(g)) : -1; }
-  int64_t group(int64_t k) const { return group_shift >= 0 ? k >> group_shift : k / w.group_size; }
-  float scale(int64_t n, int64_t k) const { return w.scale[n * G + group(k)]; }
-  float zp(int64_t n, int64_t k) const { return w.zero_point ? w.zero_point[n * G + group(k)] : 0.f; }
+  float scale(int64_t n, int64_t k) const { return w.scale[n * G + k / w.group_size]; }
+  float zp(int64_t n, int64_t k) const { return w.zero_point ? w.zero_point[n * G + k / w.group_size] : 0.f; }
   float v1(int64_t n, int64_t k) const {
     constexpr int NV = 8 / BITS;
     const int u = (w.packed[n * row_bytes + k / NV] >> (BITS * (k % NV))) & ((1 << BITS) - 1);

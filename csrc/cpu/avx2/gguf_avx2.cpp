@@ -56,11 +56,6 @@ inline float load_scale(const uint8_t* b) {
   return _cvtsh_ss(h);
 }
 
-// Four registers of int32 values in 0..255 -> 32 bytes in element order.
-inline __m256i pack_bytes(__m256i a, __m256i b, __m256i c, __m256i d) {
-  const __m256i bytes = _mm256_packus_epi16(_mm256_packus_epi32(a, b), _mm256_packus_epi32(c, d));
-  return _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
 
 }  // namespace
 
@@ -87,7 +82,7 @@ int64_t quantize_q8_0(const T* x, uint8_t* blocks, int64_t nblocks) {
       const __m256 r = _mm256_add_ps(p, _mm256_or_ps(_mm256_and_ps(p, sign_mask), almost_half));
       q[k] = _mm256_and_si256(_mm256_cvttps_epi32(r), low_byte);
     }
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ob + 2), pack_bytes(q[0], q[1], q[2], q[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ob + 2), pack32_epu8(q[0], q[1], q[2], q[3]));
   }
   return bad;
 }

@@ -3,6 +3,7 @@
 
 #include <cstring>
 
+#include "cpu/avx2/vec_avx2.h"
 #include "cpu/packing.h"
 
 namespace lowbit::cpu::avx2 {
@@ -36,9 +37,7 @@ void pack2_step(const int8_t* c, uint8_t* out, __m256i& seen) {
     seen = _mm256_or_si256(seen, u);
     t[k] = _mm256_madd_epi16(_mm256_maddubs_epi16(u, w8), w16);
   }
-  const __m256i p = _mm256_packus_epi16(_mm256_packus_epi32(t[0], t[1]), _mm256_packus_epi32(t[2], t[3]));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
-                      _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), pack32_epu8(t[0], t[1], t[2], t[3]));
 }
 
 // 32 bytes -> 64 codes: split nibbles, interleave low/high within 128-bit lanes,

@@ -22,9 +22,9 @@ static inline __m256 load8(const bf16_t* p) {
 }
 
 static inline void store8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
-static inline void store8(half_t* p, __m256 v) {
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-}
+// 8 floats -> 8 fp16 values (round half to even).
+static inline __m128i half8_bits(__m256 v) { return _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+static inline void store8(half_t* p, __m256 v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), half8_bits(v)); }
 // float32 -> bfloat16 bits in the low half of each int32 lane: round half to even;
 // NaN keeps its top bits and becomes quiet (as lowbit::float_to_bf16).
 static inline __m256i bf16_bits(__m256 v) {
@@ -35,26 +35,21 @@ static inline __m256i bf16_bits(__m256 v) {
   const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
   return _mm256_blendv_epi8(rounded, _mm256_or_si256(top, _mm256_set1_epi32(0x40)), nan);
 }
-static inline void store8(bf16_t* p, __m256 v) {
+// 8 floats -> 8 bfloat16 values: pack 8 x u32 (values < 65536) into 8 x u16, keeping
+// order across lanes.
+static inline __m128i bf16x8_bits(__m256 v) {
   const __m256i r = bf16_bits(v);
-  // pack 8 x u32 (values < 65536) into 8 x u16, keeping order across lanes
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
-                   _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+  return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
 }
+static inline void store8(bf16_t* p, __m256 v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), bf16x8_bits(v)); }
 
 // Non-temporal versions of store8, for outputs larger than the last-level cache
 // (csrc/cpu/streaming.h). p must be aligned to the store: 32 bytes for float, 16 for
 // fp16 / bf16 (see elems_before_aligned). The op glue fences after its parallel
 // task (cpu::streaming_fence), not the kernel.
 static inline void stream8(float* p, __m256 v) { _mm256_stream_ps(p, v); }
-static inline void stream8(half_t* p, __m256 v) {
-  _mm_stream_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-}
-static inline void stream8(bf16_t* p, __m256 v) {
-  const __m256i r = bf16_bits(v);
-  _mm_stream_si128(reinterpret_cast<__m128i*>(p),
-                   _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
-}
+static inline void stream8(half_t* p, __m256 v) { _mm_stream_si128(reinterpret_cast<__m128i*>(p), half8_bits(v)); }
+static inline void stream8(bf16_t* p, __m256 v) { _mm_stream_si128(reinterpret_cast<__m128i*>(p), bf16x8_bits(v)); }
 template <bool Stream, class T> static inline void put8(T* p, __m256 v) {
   if constexpr (Stream) stream8(p, v); else store8(p, v);
 }
@@ -74,6 +69,18 @@ template <class T> static inline int64_t elems_before_aligned(const T* p, int64_
 template <class T, class Body> static inline void with_stream8(const T* p, bool stream, Body body) {
   if (stream && elems_before_aligned(p, 1, 8 * sizeof(T)) == 0) body(std::true_type{});
   else body(std::false_type{});
+}
+
+// Four vectors of 8 int32 -> 32 bytes in element order. The packs work per 128-bit lane
+// (4-byte chunks come out as a0 b0 c0 d0 | a1 b1 c1 d1); the permute restores the order.
+// pack32_epi8: signed saturation to int8; pack32_epu8: values already in 0..255.
+static inline __m256i pack32_epi8(__m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+  return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+static inline __m256i pack32_epu8(__m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i p = _mm256_packus_epi16(_mm256_packus_epi32(a, b), _mm256_packus_epi32(c, d));
+  return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
 // 16 consecutive outputs from two vectors (bf16: one pack for both).

@@ -30,10 +30,11 @@ struct Ws {
   const float* xsum;  // [M, G]
 };
 
+// Bytes of the x copy at the start of the workspace; the sums follow, 64-byte aligned.
+int64_t x_bytes(int64_t M, int64_t K) { return (M * K * 2 + 63) / 64 * 64; }
+
 Ws workspace(const void* ws, int64_t M, int64_t K) {
-  const auto* x = static_cast<const bf16_t*>(ws);
-  const int64_t xbytes = (M * K * 2 + 63) / 64 * 64;
-  return {x, reinterpret_cast<const float*>(static_cast<const char*>(ws) + xbytes)};
+  return {static_cast<const bf16_t*>(ws), reinterpret_cast<const float*>(static_cast<const char*>(ws) + x_bytes(M, K))};
 }
 
 // 16 packed bytes -> the bfloat16 pairs (128 + u[2i], 128 + u[2i + 1]): bfloat16 0x43xx
@@ -121,7 +122,7 @@ bool intx4_bf16_supported(const IntxWeights& w) {
 }
 
 size_t intx4_bf16_workspace_bytes(const IntxWeights& w, int64_t M) {
-  return static_cast<size_t>((M * w.K * 2 + 63) / 64 * 64 + M * (w.K / w.group_size) * 4);
+  return static_cast<size_t>(x_bytes(M, w.K) + M * (w.K / w.group_size) * 4);
 }
 
 void intx4_prepare_bf16(const IntxWeights& w, const bf16_t* x, int64_t M, void* ws_out, int64_t m0, int64_t m1) {
