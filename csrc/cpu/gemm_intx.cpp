@@ -13,6 +13,12 @@ namespace lowbit::cpu {
 
 namespace {
 
+// Largest M + 1 for which the register-decoding AVX512_BF16 kernel runs, by the number
+// of bfloat16 terms of x (hot 4096 x 4096, 2026-11-23: 3 terms 37-45 GMAC/s at M = 1..24
+// against 21-35 for the AVX2 float kernel, level with the float32 panels at M = 32;
+// 2 terms 43-77 up to M = 48, level at 63; 1 term 54-124, ahead of both below 64).
+constexpr int64_t kTermsMaxM[4] = {0, 64, 64, 32};
+
 inline int code_at(const uint8_t* row, int64_t k, int bits) {
   const int64_t bit = k * bits;
   const int u = (row[bit >> 3] >> (bit & 7)) & ((1 << bits) - 1);
@@ -105,7 +111,7 @@ void compute_portable_int8(const IntxWeights& w, const void* ws, int64_t M, cons
 
 }  // namespace
 
-IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations, bool bf16_x) {
+IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations, bool bf16_x, int x_parts) {
 #if defined(LOWBIT_HAVE_AVX2)
   const bool avx = use_avx2();
 #else
@@ -125,14 +131,20 @@ IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations, bool 
     return {IntxKernel::PortableInt8, "portable_int8act"};
   }
 #if defined(LOWBIT_HAVE_AVX512_BF16)
-  // bfloat16 x, 4-bit: the register-decoding kernel runs at ~110-118 GMAC/s whatever M,
-  // the bfloat16 panels at 94 (M = 32), 117-131 (M = 64), 142-161 (M = 128): the
-  // panels take over from M = 64 (4096 x 4096 and 2048 x 5632, 2026-11-23).
-  if (bf16_x && M < 64 && use_avx512_bf16() && avx512bf16::intx4_bf16_supported(w))
-    return {IntxKernel::Avx512Bf16, M == 1 ? "avx512_gemv_bf16act" : "avx512_gemm_bf16act"};
+  // 4-bit: the register-decoding kernel for small M (kTermsMaxM). For bfloat16 x the
+  // bfloat16 panels take over from M = 64: 117-131 GMAC/s there against 110-118 for the
+  // register kernel, 142-161 at M = 128 (4096 x 4096 and 2048 x 5632, 2026-11-23).
+  if (x_parts >= 1 && x_parts <= 3 && M < kTermsMaxM[x_parts] && use_avx512_bf16() &&
+      avx512bf16::intx4_bf16_supported(w)) {
+    static const char* const names[2][4] = {
+        {"avx512_gemv_bf16act", "avx512_gemv_bf16x1act", "avx512_gemv_bf16x2act", "avx512_gemv_bf16x3act"},
+        {"avx512_gemm_bf16act", "avx512_gemm_bf16x1act", "avx512_gemm_bf16x2act", "avx512_gemm_bf16x3act"}};
+    return {IntxKernel::Avx512Bf16, names[M > 1][bf16_x ? 0 : x_parts], x_parts};
+  }
   if (bf16_x && packed_bf16_gemm(M, w.K)) return {IntxKernel::Avx512PackedBf16, "avx512_packed_gemm_bf16act"};
 #else
   (void)bf16_x;
+  (void)x_parts;
 #endif
 #if defined(LOWBIT_HAVE_AVX2)
   if (avx && packed_float_gemm(M, w.K)) return {IntxKernel::Avx2PackedF32, "avx2_packed_gemm_f32act"};
@@ -152,7 +164,7 @@ size_t intx_workspace_bytes(const IntxPlan& plan, const IntxWeights& w, int64_t 
       return static_cast<size_t>(M * w.K) * sizeof(bf16_t);
     case IntxKernel::Avx512Bf16:
 #if defined(LOWBIT_HAVE_AVX512_BF16)
-      return avx512bf16::intx4_bf16_workspace_bytes(w, M);
+      return avx512bf16::intx4_bf16_workspace_bytes(w, M, plan.x_parts);
 #else
       return 0;  // never planned without the AVX512_BF16 build
 #endif
@@ -181,7 +193,7 @@ void intx_prepare(const IntxPlan& plan, const IntxWeights& w, const T* x, int64_
       return;
     case IntxKernel::Avx512Bf16:
 #if defined(LOWBIT_HAVE_AVX512_BF16)
-      if constexpr (std::is_same_v<T, bf16_t>) avx512bf16::intx4_prepare_bf16(w, x, M, ws, m0, m1);
+      avx512bf16::intx4_prepare_bf16(w, x, M, plan.x_parts, ws, m0, m1);
 #endif
       return;
 #else
@@ -215,7 +227,7 @@ void intx_compute(const IntxPlan& plan, const IntxWeights& w, const void* ws, in
 #endif
     case IntxKernel::Avx512Bf16:
 #if defined(LOWBIT_HAVE_AVX512_BF16)
-      return avx512bf16::intx4_compute_bf16(w, ws, M, bias, y, n0, n1);
+      return avx512bf16::intx4_compute_bf16(w, ws, M, plan.x_parts, bias, y, n0, n1);
 #else
       return;
 #endif

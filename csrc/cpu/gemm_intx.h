@@ -35,12 +35,13 @@ enum class IntxKernel : int {
   Avx2PackedF32, // float activations, M >= 32: weights decoded into float panels + 6x16 FMA microkernel
   Avx512Int8,    // int8 activation blocks, 4-bit, M > 1: AVX-512 VNNI tiles on the Avx2Int8 workspace
   Avx512PackedBf16,  // bfloat16 activations, M >= 32: weights decoded into bfloat16 panels + vdpbf16ps
-  Avx512Bf16,        // bfloat16 activations, 4-bit, M < 64: codes decoded to bfloat16 in registers + vdpbf16ps
+  Avx512Bf16,        // 4-bit, small M: codes decoded to bfloat16 in registers + vdpbf16ps on x as x_parts bfloat16 terms
 };
 
 struct IntxPlan {
   IntxKernel kind;
   const char* name;  // for note_kernel: a string literal
+  int x_parts = 0;   // Avx512Bf16: bfloat16 terms of each x element
 };
 
 // Elements of x that share one int8 scale on the int8-activation paths.
@@ -75,8 +76,11 @@ static inline float quantize_act_block(const float* v, int8_t* q) {
 // honoured when group_size % 32 == 0, else the exact float path runs (the plan's
 // name says which). bf16_x: x is bfloat16 (which the bfloat16 panel path, when the
 // CPU has it, reads as it is; intx_prepare must then be called with bf16_t).
+// x_parts: how many bfloat16 terms the register-decoding AVX512_BF16 kernel may split
+// each x element into (1 for bfloat16 x, 2 for float16 x, 3 for float32 x: exact; fewer
+// for float32 x when the caller accepts it); 0 keeps that kernel out.
 // Requires K % group_size == 0 and group_size % 8 == 0.
-IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations, bool bf16_x);
+IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations, bool bf16_x, int x_parts);
 
 // Bytes of activation workspace for M rows.
 size_t intx_workspace_bytes(const IntxPlan& plan, const IntxWeights& w, int64_t M);
@@ -112,13 +116,15 @@ void intx_compute_packed_bf16(const IntxWeights& w, const bf16_t* x, int64_t M, 
 }  // namespace avx2
 
 namespace avx512bf16 {
-// 4-bit weights with K and group_size multiples of 32 (cpu/avx512bf16/gemm_int4_bf16.cpp).
+// 4-bit weights with group_size 32 or a multiple of 64 (cpu/avx512bf16/gemm_int4_bf16.cpp).
 bool intx4_bf16_supported(const IntxWeights& w);
-// Workspace: x as given (bfloat16 [M, K]) and its sums per group, float32 [M, G].
-size_t intx4_bf16_workspace_bytes(const IntxWeights& w, int64_t M);
-void intx4_prepare_bf16(const IntxWeights& w, const bf16_t* x, int64_t M, void* ws, int64_t m0, int64_t m1);
-void intx4_compute_bf16(const IntxWeights& w, const void* ws, int64_t M, const float* bias, float* y, int64_t n0,
-                        int64_t n1);
+// Workspace: x as `parts` (1-3) bfloat16 terms, each [M, K] permuted per unit of 64
+// elements, then their sums per group, float32 [M, G].
+size_t intx4_bf16_workspace_bytes(const IntxWeights& w, int64_t M, int parts);
+template <typename T>
+void intx4_prepare_bf16(const IntxWeights& w, const T* x, int64_t M, int parts, void* ws, int64_t m0, int64_t m1);
+void intx4_compute_bf16(const IntxWeights& w, const void* ws, int64_t M, int parts, const float* bias, float* y,
+                        int64_t n0, int64_t n1);
 }  // namespace avx512bf16
 
 namespace avx512 {

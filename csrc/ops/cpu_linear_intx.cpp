@@ -18,6 +18,20 @@ namespace {
 
 constexpr const char* kOp = "linear_intx";
 
+// bfloat16 terms that represent an element of x of this dtype for the AVX512_BF16
+// register kernel (cpu/avx512bf16/gemm_int4_bf16.cpp): exact for bfloat16 (1), float16
+// (2) and float32 (3); for float32, 2 or 1 when torch.set_float32_matmul_precision is
+// "high" or "medium", the precision torch's own float32 matmuls then allow themselves.
+int bf16_terms(at::ScalarType dt) {
+  if (dt == at::kBFloat16) return 1;
+  if (dt == at::kHalf) return 2;
+  switch (at::globalContext().float32MatmulPrecision()) {
+    case at::Float32MatmulPrecision::MEDIUM: return 1;
+    case at::Float32MatmulPrecision::HIGH: return 2;
+    default: return 3;
+  }
+}
+
 template <typename T>
 const T* data_as(const at::Tensor& t) { return reinterpret_cast<const T*>(t.const_data_ptr()); }
 
@@ -43,7 +57,8 @@ at::Tensor linear_intx(const at::Tensor& x, const at::Tensor& packed_in, const a
                      zero_point.defined() ? zero_point.const_data_ptr<float>() : nullptr, N, K, group_size,
                      static_cast<int>(bits)};
   const int64_t M = a.M;
-  const cpu::IntxPlan plan = cpu::intx_plan(w, M, int8_activations, a.x2d.scalar_type() == at::kBFloat16);
+  const cpu::IntxPlan plan =
+      cpu::intx_plan(w, M, int8_activations, a.x2d.scalar_type() == at::kBFloat16, bf16_terms(a.x2d.scalar_type()));
   cpu::note_kernel(kOp, plan.name);
 
   at::Tensor ws = at::empty({static_cast<int64_t>(cpu::intx_workspace_bytes(plan, w, M))},

@@ -127,9 +127,17 @@ def test_nan_row_stays_in_its_row():
     assert torch.isfinite(torch.cat([y[:5], y[6:]])).all()
 
 
-# ------------------------------------------- 4-bit weights, bfloat16 x, M < 64 ----
-# linear_intx's register-decoded kernel: bfloat16 128 + u (exact) meets x in vdpbf16ps,
-# then scale * sum((128 + u) x) - (136 + zp) * scale * sum(x) per group in float32.
+# ------------------------------------ 4-bit weights, small M, register decoding ----
+# linear_intx's register-decoded kernel: bfloat16 1 + u / 16 (exact) meets x in
+# vdpbf16ps, then 16 scale * sum((1 + u / 16) x) - (24 + zp) * scale * sum(x) per group
+# in float32. x is one bfloat16 term (bfloat16 x), two (float16 x, exact), or three
+# (float32 x, exact; two or one under torch.set_float32_matmul_precision("high" /
+# "medium")).
+
+def small_m_kernel(M, terms=None):
+    stem = "avx512_gemv_" if M == 1 else "avx512_gemm_"
+    return stem + ("bf16act" if terms is None else f"bf16x{terms}act")
+
 
 @pytest.mark.parametrize("M", [1, 2, 3, 5, 16, 31, 63])
 @pytest.mark.parametrize("group,asym", [(32, False), (64, True), (128, True), (256, False)])
@@ -140,30 +148,105 @@ def test_int4_small_m_matches_float64(M, group, asym):
     x, bias = make_x(M, K), torch.randn(N)
     with lowbit.use_cpu_isa("avx512"):
         y = linear_intx(x, packed, scale, zp, 4, bias)
-        assert lowbit.last_kernels()["linear_intx"] == ("avx512_gemv_bf16act" if M == 1 else "avx512_gemm_bf16act")
+        assert lowbit.last_kernels()["linear_intx"] == small_m_kernel(M)
     assert rel_err(y, reference(x, dequant_ref(codes, scale, zp), bias)) < EXACT_CODES_TOL
 
 
-def test_int4_small_m_positive_activations():
-    """All-positive x (after a ReLU / GELU) makes sum((128 + u) x) and (136 + zp) sum(x)
-    large and close: their float32 difference must still hold the bfloat16 accuracy."""
-    codes, scale, zp = make_weight(64, 1024, 4, 128, True)
-    x = make_x(4, 1024).abs() + 1
+# Float32 x, by matmul precision: (terms, largest M that takes the kernel, threshold).
+# "highest": exact x, float32 rounding only (1.3e-6 worst seen, 2.8e-6 for all-positive
+# x); "high": x to 16 significant bits (relative 2^-17 per element; 2.5-3.1e-6 seen);
+# "medium": x rounded to bfloat16 (unit roundoff 2^-9: ~1.1e-3 rms relative on the
+# output, 3.3e-3 seen on the 11 outputs of M = 1; the class of bfloat16 x).
+PRECISIONS = {"highest": (3, 31, 1e-5), "high": (2, 63, 2e-5), "medium": (1, 63, 6e-3)}
+
+
+@pytest.fixture
+def matmul_precision():
+    before = torch.get_float32_matmul_precision()
+    yield torch.set_float32_matmul_precision
+    torch.set_float32_matmul_precision(before)
+
+
+@pytest.mark.parametrize("precision", list(PRECISIONS))
+@pytest.mark.parametrize("M", [1, 2, 3, 7, 31])
+@pytest.mark.parametrize("group,asym", [(32, True), (128, False), (256, True)])
+def test_int4_small_m_float32_x(matmul_precision, precision, M, group, asym):
+    terms, _, tol = PRECISIONS[precision]
+    N, K = 2 * 4 + 3, 2 * max(group, 128)
+    codes, scale, zp = make_weight(N, K, 4, group, asym)
+    x, bias = torch.randn(M, K), torch.randn(N)
+    matmul_precision(precision)
+    with lowbit.use_cpu_isa("avx512"):
+        y = linear_intx(x, pack_bits(codes, 4), scale, zp, 4, bias)
+        assert lowbit.last_kernels()["linear_intx"] == small_m_kernel(M, terms)
+    assert y.dtype == torch.float32
+    assert rel_err(y, reference(x, dequant_ref(codes, scale, zp), bias)) < tol
+
+
+@pytest.mark.parametrize("precision", list(PRECISIONS))
+def test_int4_small_m_float32_x_threshold(matmul_precision, precision):
+    """Above its M limit the float32 kernels (AVX2 rows, then the float32 panels) run."""
+    terms, max_m, _ = PRECISIONS[precision]
+    codes, scale, zp = make_weight(16, 256, 4, 128, False)
+    packed = pack_bits(codes, 4)
+    matmul_precision(precision)
+    with lowbit.use_cpu_isa("avx512"):
+        linear_intx(torch.randn(max_m, 256), packed, scale, zp, 4)
+        assert lowbit.last_kernels()["linear_intx"] == small_m_kernel(max_m, terms)
+        linear_intx(torch.randn(max_m + 1, 256), packed, scale, zp, 4)
+        assert lowbit.last_kernels()["linear_intx"].startswith("avx2_")
+
+
+@pytest.mark.parametrize("M", [1, 4])
+def test_int4_small_m_float16_x_is_exact(M):
+    """float16 x is two bfloat16 terms exactly: only the float16 rounding of y remains."""
+    codes, scale, zp = make_weight(11, 512, 4, 64, True)
+    x = torch.randn(M, 512).half()
     with lowbit.use_cpu_isa("avx512"):
         y = linear_intx(x, pack_bits(codes, 4), scale, zp, 4)
-        assert lowbit.last_kernels()["linear_intx"] == "avx512_gemm_bf16act"
-    assert rel_err(y, reference(x, dequant_ref(codes, scale, zp), None)) < EXACT_CODES_TOL
+        assert lowbit.last_kernels()["linear_intx"] == small_m_kernel(M, 2)
+    ref = reference(x, dequant_ref(codes, scale, zp), None)
+    assert y.dtype == torch.float16
+    assert rel_err(y, ref) < 1e-3  # float16 unit roundoff 4.9e-4; ~2.2e-4 seen
+    assert rel_err(y, ref.half().double()) < 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_int4_small_m_positive_activations(dtype):
+    """All-positive x (after a ReLU / GELU) makes 16 sum((1 + u / 16) x) and
+    (24 + zp) sum(x) large and close: their float32 difference must keep the accuracy."""
+    codes, scale, zp = make_weight(64, 1024, 4, 128, True)
+    x = (make_x(4, 1024).abs() + 1).to(dtype)
+    with lowbit.use_cpu_isa("avx512"):
+        y = linear_intx(x, pack_bits(codes, 4), scale, zp, 4)
+        assert lowbit.last_kernels()["linear_intx"] == small_m_kernel(4, None if dtype == torch.bfloat16 else 3)
+    tol = EXACT_CODES_TOL if dtype == torch.bfloat16 else 1e-5
+    assert rel_err(y, reference(x, dequant_ref(codes, scale, zp), None)) < tol
+
+
+@pytest.mark.parametrize("M", [1, 3])
+def test_int4_small_m_half_last_unit(M):
+    """Groups of 32 with K % 64 == 32: the last unit of 64 is half a row's (masked load)."""
+    codes, scale, zp = make_weight(9, 96, 4, 32, True)
+    for x in (make_x(M, 96), torch.randn(M, 96)):
+        with lowbit.use_cpu_isa("avx512"):
+            y = linear_intx(x, pack_bits(codes, 4), scale, zp, 4)
+            assert lowbit.last_kernels()["linear_intx"].startswith("avx512_gem")
+        tol = EXACT_CODES_TOL if x.dtype == torch.bfloat16 else 1e-5
+        assert rel_err(y, reference(x, dequant_ref(codes, scale, zp), None)) < tol
 
 
 def test_int4_small_m_other_cases_keep_their_kernels():
     codes, scale, zp = make_weight(16, 256, 4, 128, False)
     packed = pack_bits(codes, 4)
     with lowbit.use_cpu_isa("avx512"):
-        linear_intx(make_x(2, 256).float(), packed, scale, zp, 4)  # float32 x: exact float path
-        assert lowbit.last_kernels()["linear_intx"] == "avx2_gemm_f32act"
         linear_intx(make_x(2, 256), packed, scale, zp, 4, int8_activations=True)  # int8 requested
         assert "int8act" in lowbit.last_kernels()["linear_intx"]
     codes2, scale2, _ = make_weight(16, 256, 2, 128, False)
     with lowbit.use_cpu_isa("avx512"):
         linear_intx(make_x(2, 256), pack_bits(codes2, 2), scale2, None, 2)  # 2-bit: AVX2 kernel
+        assert lowbit.last_kernels()["linear_intx"] == "avx2_gemm_f32act"
+    codes3, scale3, _ = make_weight(16, 288, 4, 96, False)  # group 96: neither 32 nor a multiple of 64
+    with lowbit.use_cpu_isa("avx512"):
+        linear_intx(torch.randn(2, 288), pack_bits(codes3, 4), scale3, None, 4)
         assert lowbit.last_kernels()["linear_intx"] == "avx2_gemm_f32act"

@@ -43,6 +43,11 @@ def linear_intx(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor,
         ``[..., N]`` in x's dtype, accumulated in float32 (the exact path is
         deterministic run to run and independent of the thread count).
 
+    float32 x and 4-bit weights on a CPU with AVX512_BF16, small M: x is taken as a sum of
+    bfloat16 terms (docs/kernels.md) as ``torch.get_float32_matmul_precision()`` allows:
+    "highest" (the default) three, exact; "high" two (16 significant bits of x); "medium"
+    one (x rounded to bfloat16), the precisions torch's own float32 matmuls take there.
+
     NaN / inf: on the exact path they propagate as in float arithmetic. On the int8
     path a block of x holding NaN or +-inf makes that row's outputs NaN.
 
