@@ -105,10 +105,11 @@ void tile(const IntxWeights& w, const Ws& ws, int64_t m, int64_t n, const float*
     srow[j] = w.scale + (n + j) * G;
   }
   // The weight rows two tiles ahead into L2, a line (128 weights) at a time as the
-  // kernel moves along K: with one or two rows of x it streams the weights from memory.
-  // Against torch's int4 kernel in the same runs, M = 1: 1.05x with it, 0.80x without
-  // (4096 x 4096, three alternating runs each on a noisy machine).
-  const bool prefetch = MR <= 2 && n + 3 * NR <= w.N;
+  // kernel moves along K, by the first tile of rows of x (the one that streams the
+  // weights from memory; the next ones find them in L2). Against torch's int4 kernel in
+  // the same runs, M = 1: 1.05x with it, 0.80x without (4096 x 4096, three alternating
+  // runs each on a noisy machine).
+  const bool prefetch = m == 0 && n + 3 * NR <= w.N;
   const uint8_t* pf = w.packed + (n + 2 * NR) * row_bytes;
   __m512 tot[MR][NR];
   for (int i = 0; i < MR; ++i)
