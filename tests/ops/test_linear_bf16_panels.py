@@ -236,6 +236,19 @@ def test_int4_small_m_half_last_unit(M):
         assert rel_err(y, reference(x, dequant_ref(codes, scale, zp), None)) < tol
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_int4_small_m_nonfinite_x_stays_in_its_row(dtype):
+    """inf in x gives NaN (inf - inf of the two terms), NaN gives NaN: that row only."""
+    codes, scale, zp = make_weight(12, 256, 4, 64, True)
+    x = torch.randn(4, 256).to(dtype)
+    x[1, 5], x[2, 200] = float("inf"), float("nan")
+    with lowbit.use_cpu_isa("avx512"):
+        y = linear_intx(x, pack_bits(codes, 4), scale, zp, 4)
+        assert "bf16" in lowbit.last_kernels()["linear_intx"]
+    assert torch.isnan(y[1:3]).all()
+    assert torch.isfinite(y[[0, 3]]).all()
+
+
 def test_int4_small_m_other_cases_keep_their_kernels():
     codes, scale, zp = make_weight(16, 256, 4, 128, False)
     packed = pack_bits(codes, 4)

@@ -48,8 +48,11 @@ def linear_intx(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor,
     "highest" (the default) three, exact; "high" two (16 significant bits of x); "medium"
     one (x rounded to bfloat16), the precisions torch's own float32 matmuls take there.
 
-    NaN / inf: on the exact path they propagate as in float arithmetic. On the int8
-    path a block of x holding NaN or +-inf makes that row's outputs NaN.
+    NaN / inf: on the exact path they propagate as in float arithmetic, except in the
+    AVX512_BF16 register kernel (4-bit weights, small M; its name has "bf16"), which takes
+    ``(24 + zero_point) * scale * sum(x)`` out of each group: there an infinite element of x
+    makes its row NaN. On the int8 path a block of x holding NaN or +-inf makes that row's
+    outputs NaN.
 
     Raises:
         RuntimeError: bits not 2 / 4, wrong dtypes or ranks, scale / zero_point not
