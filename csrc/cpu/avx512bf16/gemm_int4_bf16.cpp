@@ -28,7 +28,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstring>
 
 #include "cpu/gemm_intx.h"
 
@@ -41,7 +40,7 @@ constexpr int64_t kRowBlockBytes = int64_t{192} << 10;  // weight rows kept in L
 constexpr int kMaxParts = 3;
 
 struct Ws {
-  const bf16_t* x[kMaxParts];  // term p of x, [M, K], units of 64 as 32 even then 32 odd elements
+  const bf16_t* x[kMaxParts];  // term q of x, [M, x_stride(K)], units of 64 as 32 even then 32 odd elements
   const float* xsum;           // [M, G]: per group sum of the terms
 };
 
