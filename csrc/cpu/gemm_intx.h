@@ -78,7 +78,9 @@ static inline float quantize_act_block(const float* v, int8_t* q) {
 // CPU has it, reads as it is; intx_prepare must then be called with bf16_t).
 // x_parts: how many bfloat16 terms the register-decoding AVX512_BF16 kernel may split
 // each x element into (1 for bfloat16 x, 2 for float16 x, 3 for float32 x: exact; fewer
-// for float32 x when the caller accepts it); 0 keeps that kernel out.
+// for float32 x when the caller accepts it); 0 keeps that kernel out. With x_parts == 1
+// the bfloat16 panel path may be planned for float32 x too: the caller then hands
+// intx_prepare x rounded to bfloat16.
 // Requires K % group_size == 0 and group_size % 8 == 0.
 IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations, bool bf16_x, int x_parts);
 

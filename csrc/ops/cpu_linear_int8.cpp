@@ -39,9 +39,11 @@ at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& codes, const at::T
   TORCH_CHECK(!int8_activations || K <= cpu::kInt8ActMaxK, "lowbit.linear_int8: expected K <= ",
               cpu::kInt8ActMaxK, " with int8_activations=True (int32 accumulators), got K = ", K);
 
-  // bfloat16 x at large M: the bfloat16 panel path reads x as it is
-  const bool bf16_panels = !int8_activations && a.x2d.scalar_type() == at::kBFloat16 && cpu::packed_bf16_gemm(M, K);
-  const at::Tensor xf = a.x2d.scalar_type() == at::kFloat || bf16_panels ? a.x2d : a.x2d.to(at::kFloat);
+  // bfloat16 x (or float32 x at matmul precision "medium") at large M: the bfloat16 panels
+  const at::Tensor xbf =
+      !int8_activations && cpu::packed_bf16_gemm(M, K) ? bf16_panel_input(a.x2d) : at::Tensor();
+  const bool bf16_panels = xbf.defined();
+  const at::Tensor xf = bf16_panels ? xbf : a.x2d.scalar_type() == at::kFloat ? a.x2d : a.x2d.to(at::kFloat);
   const bool f32_out = a.y.scalar_type() == at::kFloat;
   at::Tensor yf = f32_out ? a.y.view({M, N}) : at::empty({M, N}, a.x2d.options().dtype(at::kFloat));
   const at::Tensor w = codes.contiguous();

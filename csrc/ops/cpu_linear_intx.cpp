@@ -18,20 +18,6 @@ namespace {
 
 constexpr const char* kOp = "linear_intx";
 
-// bfloat16 terms that represent an element of x of this dtype for the AVX512_BF16
-// register kernel (cpu/avx512bf16/gemm_int4_bf16.cpp): exact for bfloat16 (1), float16
-// (2) and float32 (3); for float32, 2 or 1 when torch.set_float32_matmul_precision is
-// "high" or "medium", the precision torch's own float32 matmuls then allow themselves.
-int bf16_terms(at::ScalarType dt) {
-  if (dt == at::kBFloat16) return 1;
-  if (dt == at::kHalf) return 2;
-  switch (at::globalContext().float32MatmulPrecision()) {
-    case at::Float32MatmulPrecision::MEDIUM: return 1;
-    case at::Float32MatmulPrecision::HIGH: return 2;
-    default: return 3;
-  }
-}
-
 template <typename T>
 const T* data_as(const at::Tensor& t) { return reinterpret_cast<const T*>(t.const_data_ptr()); }
 
@@ -64,15 +50,18 @@ at::Tensor linear_intx(const at::Tensor& x, const at::Tensor& packed_in, const a
   at::Tensor ws = at::empty({static_cast<int64_t>(cpu::intx_workspace_bytes(plan, w, M))},
                             x.options().dtype(at::kByte));
   void* wsp = ws.mutable_data_ptr();
-  const at::ScalarType dt = a.x2d.scalar_type();
+  // the bfloat16 panels read bfloat16 x: float32 x (matmul precision "medium") rounded first
+  const at::Tensor xk = plan.kind == cpu::IntxKernel::Avx512PackedBf16 ? a.x2d.to(at::kBFloat16) : a.x2d;
+  const at::ScalarType dt = xk.scalar_type();
   // Rows of x are independent: a few rows per task.
   at::parallel_for(0, M, std::max<int64_t>(1, (int64_t{1} << 15) / K), [&](int64_t b, int64_t e) {
-    if (dt == at::kFloat) cpu::intx_prepare(plan, w, data_as<float>(a.x2d), M, wsp, b, e);
-    else if (dt == at::kHalf) cpu::intx_prepare(plan, w, data_as<half_t>(a.x2d), M, wsp, b, e);
-    else cpu::intx_prepare(plan, w, data_as<bf16_t>(a.x2d), M, wsp, b, e);
+    if (dt == at::kFloat) cpu::intx_prepare(plan, w, data_as<float>(xk), M, wsp, b, e);
+    else if (dt == at::kHalf) cpu::intx_prepare(plan, w, data_as<half_t>(xk), M, wsp, b, e);
+    else cpu::intx_prepare(plan, w, data_as<bf16_t>(xk), M, wsp, b, e);
   });
 
-  at::Tensor y32 = dt == at::kFloat ? a.y : at::empty({M, N}, x.options().dtype(at::kFloat));
+  const bool f32_out = a.y.scalar_type() == at::kFloat;
+  at::Tensor y32 = f32_out ? a.y : at::empty({M, N}, x.options().dtype(at::kFloat));
   float* yp = y32.mutable_data_ptr<float>();
   const float* bp = a.bias.defined() ? a.bias.const_data_ptr<float>() : nullptr;
   // Tasks of whole blocks of output channels; each output is summed by one task, in an
@@ -84,7 +73,7 @@ at::Tensor linear_intx(const at::Tensor& x, const at::Tensor& packed_in, const a
   at::parallel_for(0, nblocks, grain, [&](int64_t b, int64_t e) {
     cpu::intx_compute(plan, w, wsp, M, bp, yp, b * kChannelBlock, std::min(N, e * kChannelBlock));
   });
-  if (dt != at::kFloat) a.y.view({M, N}).copy_(y32);
+  if (!f32_out) a.y.view({M, N}).copy_(y32);
   return a.y;
 }
 

@@ -42,4 +42,26 @@ inline LinearArgs prepare_linear(const at::Tensor& x, int64_t N, int64_t K, cons
   return a;
 }
 
+// bfloat16 terms that represent an element of x of this dtype in the AVX512_BF16
+// kernels: exact for bfloat16 (1), float16 (2) and float32 (3); for float32, 2 or 1 when
+// torch.set_float32_matmul_precision is "high" or "medium", the precision torch's own
+// float32 matmuls then allow themselves.
+inline int bf16_terms(at::ScalarType dt) {
+  if (dt == at::kBFloat16) return 1;
+  if (dt == at::kHalf) return 2;
+  switch (at::globalContext().float32MatmulPrecision()) {
+    case at::Float32MatmulPrecision::MEDIUM: return 1;
+    case at::Float32MatmulPrecision::HIGH: return 2;
+    default: return 3;
+  }
+}
+
+// x as the bfloat16 panel path (cpu/panel_gemm.h, M >= 32 or 64) reads it: bfloat16 x as
+// it is, float32 x rounded to bfloat16 when the matmul precision is "medium" (one term);
+// undefined when that path does not apply (float16 x, float32 at "high" / "highest").
+inline at::Tensor bf16_panel_input(const at::Tensor& x2d) {
+  if (bf16_terms(x2d.scalar_type()) != 1) return {};
+  return x2d.scalar_type() == at::kBFloat16 ? x2d : x2d.to(at::kBFloat16);
+}
+
 }  // namespace lowbit::ops

@@ -103,6 +103,35 @@ def test_same_result_class_as_the_float32_path(fmt):
     assert rel_err(y_bf16, y_f32.double()) < tol
 
 
+@pytest.fixture
+def matmul_precision():
+    before = torch.get_float32_matmul_precision()
+    yield torch.set_float32_matmul_precision
+    torch.set_float32_matmul_precision(before)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_float32_x_at_medium_precision_takes_the_panels(matmul_precision, fmt):
+    """torch.set_float32_matmul_precision("medium") lets float32 x be rounded to bfloat16:
+    then the bfloat16 panels run for it too, with a float32 result; at "high" / "highest"
+    the float32 kernels do."""
+    M, N, K = 64, 45, 288
+    call, w64, tol, op = weights(fmt, N, K)
+    x, bias = torch.randn(M, K), torch.randn(N)
+    ref = reference(x, w64, bias)
+    with lowbit.use_cpu_isa("avx512"):
+        for precision in ("highest", "high"):
+            matmul_precision(precision)
+            call(x, bias)
+            assert lowbit.last_kernels()[op] != PANEL_KERNEL, precision
+        matmul_precision("medium")
+        y = call(x, bias)
+        assert lowbit.last_kernels()[op] == PANEL_KERNEL
+    assert y.dtype == torch.float32
+    # x rounded to bfloat16 (~1.1e-3 rms) on top of the format's own bfloat16 class
+    assert rel_err(y, ref) < tol + 3e-3
+
+
 def test_small_m_and_odd_k_stay_on_the_other_kernels():
     codes = torch.randint(-128, 128, (64, 100), dtype=torch.int8)
     scale = torch.rand(64, 1) + 0.1
@@ -160,13 +189,6 @@ def test_int4_small_m_matches_float64(M, group, asym):
 PRECISIONS = {"highest": (3, 31, 1e-5), "high": (2, 63, 2e-5), "medium": (1, 63, 6e-3)}
 
 
-@pytest.fixture
-def matmul_precision():
-    before = torch.get_float32_matmul_precision()
-    yield torch.set_float32_matmul_precision
-    torch.set_float32_matmul_precision(before)
-
-
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 @pytest.mark.parametrize("M", [1, 2, 3, 7, 31])
 @pytest.mark.parametrize("group,asym", [(32, True), (128, False), (256, True)])
@@ -185,7 +207,8 @@ def test_int4_small_m_float32_x(matmul_precision, precision, M, group, asym):
 
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 def test_int4_small_m_float32_x_threshold(matmul_precision, precision):
-    """Above its M limit the float32 kernels (AVX2 rows, then the float32 panels) run."""
+    """Above its M limit the float32 kernels (AVX2 rows, then the float32 panels) run; at
+    "medium" (M = 64) the bfloat16 panels, x rounded to bfloat16."""
     terms, max_m, _ = PRECISIONS[precision]
     codes, scale, zp = make_weight(16, 256, 4, 128, False)
     packed = pack_bits(codes, 4)
@@ -194,7 +217,8 @@ def test_int4_small_m_float32_x_threshold(matmul_precision, precision):
         linear_intx(torch.randn(max_m, 256), packed, scale, zp, 4)
         assert lowbit.last_kernels()["linear_intx"] == small_m_kernel(max_m, terms)
         linear_intx(torch.randn(max_m + 1, 256), packed, scale, zp, 4)
-        assert lowbit.last_kernels()["linear_intx"].startswith("avx2_")
+        above = lowbit.last_kernels()["linear_intx"]
+        assert above == PANEL_KERNEL if precision == "medium" else above.startswith("avx2_")
 
 
 @pytest.mark.parametrize("M", [1, 4])

@@ -4,7 +4,10 @@ All three compute ``y = x @ dequantize(W).T + bias`` for ``x`` of shape ``[..., 
 (float32, float16 or bfloat16; any number of leading axes, any ``M``, ``M = 0``
 included) and return ``y`` of shape ``[..., N]`` in ``x.dtype``. Accumulation is in
 float32 (or int32 inside a block for the int8-activation path); float16 /
-bfloat16 ``x`` is widened to float32 first and ``y`` is rounded once at the end.
+bfloat16 ``x`` is widened to float32 first and ``y`` is rounded once at the end. On a CPU
+with AVX512_BF16 and ``M >= 32``, bfloat16 ``x`` (and float32 ``x`` under
+``torch.set_float32_matmul_precision("medium")``, rounded to bfloat16) runs the bfloat16
+GEMM instead, summing in float32 (docs/kernels.md).
 ``bias`` is ``[N]`` of any float dtype (used as float32). The weight is read in
 its canonical layout (docs/formats.md) and never dequantized as a whole.
 Non-contiguous inputs are copied to contiguous memory first.

@@ -35,7 +35,10 @@ def linear_int8(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor,
             bit-identical on the AVX2 and portable paths. Requires ``K <= 131072``.
 
     Returns:
-        ``[..., N]`` in ``x.dtype`` (rounded from the float32 result).
+        ``[..., N]`` in ``x.dtype`` (rounded from the float32 result). On a CPU with
+        AVX512_BF16 and ``M >= 32`` (float activations), bfloat16 ``x``, and float32 ``x``
+        under ``torch.set_float32_matmul_precision("medium")`` (rounded to bfloat16), run
+        the bfloat16 GEMM on the exact codes (docs/kernels.md).
 
     NaN / inf: with float activations they propagate by IEEE arithmetic. With int8
     activations a row of ``x`` holding NaN or inf gets ``sx = NaN``: that whole

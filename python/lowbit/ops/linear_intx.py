@@ -47,6 +47,8 @@ def linear_intx(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor,
     bfloat16 terms (docs/kernels.md) as ``torch.get_float32_matmul_precision()`` allows:
     "highest" (the default) three, exact; "high" two (16 significant bits of x); "medium"
     one (x rounded to bfloat16), the precisions torch's own float32 matmuls take there.
+    At "medium", large M (>= 64) also rounds float32 x to bfloat16 for the bfloat16 GEMM
+    (as ``linear_int8``, ``linear_fp8``, ``linear_q8_0`` and ``linear_q4_0`` do from M = 32).
 
     NaN / inf: on the exact path they propagate as in float arithmetic, except in the
     AVX512_BF16 register kernel (4-bit weights, small M; its name has "bf16"), which takes
