@@ -141,8 +141,8 @@ IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations, bool 
         {"avx512_gemm_bf16act", "avx512_gemm_bf16x1act", "avx512_gemm_bf16x2act", "avx512_gemm_bf16x3act"}};
     return {IntxKernel::Avx512Bf16, names[M > 1][bf16_x ? 0 : x_parts], x_parts};
   }
-  // x_parts == 1: float32 x that may be rounded to bfloat16 (the caller converts it)
-  if ((bf16_x || x_parts == 1) && packed_bf16_gemm(M, w.K))
+  // x_parts == 1: bfloat16 x, or float32 x that may be rounded to it (the caller converts it)
+  if (x_parts == 1 && packed_bf16_gemm(M, w.K))
     return {IntxKernel::Avx512PackedBf16, "avx512_packed_gemm_bf16act"};
 #else
   (void)bf16_x;

@@ -33,26 +33,6 @@ void for_columns(int64_t M, int64_t K, int64_t N, Fn fn) {
   });
 }
 
-struct FloatIO {
-  at::Tensor xf;  // [M, K] float32 contiguous, or bfloat16 when bf16_panels
-  at::Tensor yf;  // [M, N] float32, a view of the output when x is float32
-  bool bf16_panels = false;  // bfloat16 x on the bfloat16 panel path (cpu/panel_gemm.h)
-};
-
-FloatIO float_io(const LinearArgs& a) {
-  FloatIO io;
-  // bfloat16 x (or float32 x at matmul precision "medium") at large M: the bfloat16 panels
-  const at::Tensor xbf = cpu::packed_bf16_gemm(a.M, a.K) ? bf16_panel_input(a.x2d) : at::Tensor();
-  io.bf16_panels = xbf.defined();
-  io.xf = io.bf16_panels ? xbf : a.x2d.scalar_type() == at::kFloat ? a.x2d : a.x2d.to(at::kFloat);
-  io.yf = a.y.scalar_type() == at::kFloat ? a.y.view({a.M, a.N}) : at::empty({a.M, a.N}, a.x2d.options().dtype(at::kFloat));
-  return io;
-}
-
-void finish(const LinearArgs& a, const FloatIO& io) {
-  if (a.y.scalar_type() != at::kFloat) a.y.view({a.M, a.N}).copy_(io.yf);
-}
-
 constexpr const char* kBf16PanelKernel = "avx512_packed_gemm_bf16act";
 
 const bf16_t* bf16_data(const FloatIO& io) { return reinterpret_cast<const bf16_t*>(io.xf.const_data_ptr()); }

@@ -39,19 +39,13 @@ at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& codes, const at::T
   TORCH_CHECK(!int8_activations || K <= cpu::kInt8ActMaxK, "lowbit.linear_int8: expected K <= ",
               cpu::kInt8ActMaxK, " with int8_activations=True (int32 accumulators), got K = ", K);
 
-  // bfloat16 x (or float32 x at matmul precision "medium") at large M: the bfloat16 panels
-  const at::Tensor xbf =
-      !int8_activations && cpu::packed_bf16_gemm(M, K) ? bf16_panel_input(a.x2d) : at::Tensor();
-  const bool bf16_panels = xbf.defined();
-  const at::Tensor xf = bf16_panels ? xbf : a.x2d.scalar_type() == at::kFloat ? a.x2d : a.x2d.to(at::kFloat);
-  const bool f32_out = a.y.scalar_type() == at::kFloat;
-  at::Tensor yf = f32_out ? a.y.view({M, N}) : at::empty({M, N}, a.x2d.options().dtype(at::kFloat));
+  const FloatIO io = float_io(a, !int8_activations);
   const at::Tensor w = codes.contiguous();
   const at::Tensor s = scale.contiguous();
   const int8_t* wp = w.const_data_ptr<int8_t>();
   const float* sp = s.const_data_ptr<float>();
   const float* bp = a.bias.defined() ? a.bias.const_data_ptr<float>() : nullptr;
-  float* yp = yf.mutable_data_ptr<float>();
+  float* yp = io.yf.mutable_data_ptr<float>();
   const bool avx2 = cpu::use_avx2();
   const int64_t per = channels_per_task(N, M, K);
   const int64_t tasks = (N + per - 1) / per;
@@ -63,7 +57,7 @@ at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& codes, const at::T
     const int64_t ldq = cpu::int8act_row_stride(K);
     at::Tensor xq = at::empty({M, ldq}, a.x2d.options().dtype(at::kChar));
     at::Tensor sx = at::empty({M}, a.x2d.options().dtype(at::kFloat));
-    const float* xp = xf.const_data_ptr<float>();
+    const float* xp = io.xf.const_data_ptr<float>();
     int8_t* qp = xq.mutable_data_ptr<int8_t>();
     float* sxp = sx.mutable_data_ptr<float>();
     at::parallel_for(0, M, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, K)),
@@ -73,9 +67,9 @@ at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& codes, const at::T
     at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
       cpu::linear_int8_int8act(qp, ldq, sxp, M, K, wp, sp, bp, yp, N, b * per, std::min(N, e * per));
     });
-  } else if (bf16_panels) {
+  } else if (io.bf16_panels) {
     cpu::note_kernel(kOp, "avx512_packed_gemm_bf16act");
-    const auto* xp = reinterpret_cast<const bf16_t*>(xf.const_data_ptr());
+    const auto* xp = reinterpret_cast<const bf16_t*>(io.xf.const_data_ptr());
     at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
       cpu::linear_int8_bf16act(xp, M, K, wp, sp, bp, yp, N, b * per, std::min(N, e * per));
     });
@@ -83,12 +77,12 @@ at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& codes, const at::T
     cpu::note_kernel(kOp, !avx2 ? "portable_f32act"
                           : cpu::packed_float_gemm(M, K) ? "avx2_packed_gemm_f32act"
                           : (M == 1 ? "avx2_gemv_f32act" : "avx2_gemm_f32act"));
-    const float* xp = xf.const_data_ptr<float>();
+    const float* xp = io.xf.const_data_ptr<float>();
     at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
       cpu::linear_int8_f32act(xp, M, K, wp, sp, bp, yp, N, b * per, std::min(N, e * per));
     });
   }
-  if (!f32_out) a.y.view({M, N}).copy_(yf);
+  finish(a, io);
   return a.y;
 }
 

@@ -6,6 +6,7 @@
 #include <optional>
 #include <vector>
 
+#include "cpu/panel_gemm.h"
 #include "ops/checks.h"
 
 namespace lowbit::ops {
@@ -56,12 +57,28 @@ inline int bf16_terms(at::ScalarType dt) {
   }
 }
 
-// x as the bfloat16 panel path (cpu/panel_gemm.h, M >= 32 or 64) reads it: bfloat16 x as
-// it is, float32 x rounded to bfloat16 when the matmul precision is "medium" (one term);
-// undefined when that path does not apply (float16 x, float32 at "high" / "highest").
-inline at::Tensor bf16_panel_input(const at::Tensor& x2d) {
-  if (bf16_terms(x2d.scalar_type()) != 1) return {};
-  return x2d.scalar_type() == at::kBFloat16 ? x2d : x2d.to(at::kBFloat16);
+// x and y of the float-activation CPU kernels (linear_int8, linear_fp8, linear_q8_0,
+// linear_q4_0). With bf16_panels the bfloat16 panel path (cpu/panel_gemm.h) runs: large
+// M, and x bfloat16, or float32 at matmul precision "medium" (rounded to bfloat16 here).
+struct FloatIO {
+  at::Tensor xf;  // [M, K] float32 contiguous, or bfloat16 when bf16_panels
+  at::Tensor yf;  // [M, N] float32, a view of the output when x is float32
+  bool bf16_panels = false;
+};
+
+// panels_allowed: false where the op runs another path (int8 activations) instead.
+inline FloatIO float_io(const LinearArgs& a, bool panels_allowed = true) {
+  FloatIO io;
+  const at::ScalarType dt = a.x2d.scalar_type();
+  io.bf16_panels = panels_allowed && bf16_terms(dt) == 1 && cpu::packed_bf16_gemm(a.M, a.K);
+  io.xf = a.x2d.to(io.bf16_panels ? at::kBFloat16 : at::kFloat);  // no copy when x has that dtype
+  io.yf = a.y.scalar_type() == at::kFloat ? a.y.view({a.M, a.N}) : at::empty({a.M, a.N}, a.x2d.options().dtype(at::kFloat));
+  return io;
+}
+
+// The output in x's dtype from the float32 result.
+inline void finish(const LinearArgs& a, const FloatIO& io) {
+  if (a.y.scalar_type() != at::kFloat) a.y.view({a.M, a.N}).copy_(io.yf);
 }
 
 }  // namespace lowbit::ops
