@@ -68,9 +68,11 @@ void pack_panel(const Dec& dec, int64_t c0, int64_t ncols, int64_t k0, int64_t k
 }
 
 // y[MR rows, ncols <= 16] (+)= x[MR, kc] @ strip[kc, 16]; `first` starts from the
-// bias (or 0) instead of y.
+// bias (or 0) instead of y. noinline: inlined into a large caller (linear_int8_f32act),
+// GCC spilled loop pointers to the stack inside the k loop, and the int8 panels ran 14%
+// slower than the 4-bit ones on the same microkernel (one thread, M = 512, 2026-11-23).
 template <int MR>
-void micro_6x16(const float* x, int64_t ldx, const float* strip, int64_t kc, float* y, int64_t ldy, int64_t ncols,
+__attribute__((noinline)) void micro_6x16(const float* x, int64_t ldx, const float* strip, int64_t kc, float* y, int64_t ldy, int64_t ncols,
                 bool first, const float* bias) {
   __m256 acc[MR][2];
   alignas(32) float tmp[kStrip];
