@@ -64,7 +64,7 @@ void compute_portable_f32(const IntxWeights& w, const float* xf, int64_t M, cons
     const uint8_t* row = w.packed + n * row_bytes;
     // (code - zp) for the whole row, reused by every row of x.
     for (int64_t k = 0; k < K; ++k) {
-      const float zp = w.zero_point ? w.zero_point[n * G + k / g] : 0.f;
+      const float zp = w.zero_point[n * G + k / g];
       wrow[k] = static_cast<float>(code_at(row, k, w.bits)) - zp;
     }
     for (int64_t m = 0; m < M; ++m) {
@@ -101,7 +101,7 @@ void compute_portable_int8(const IntxWeights& w, const void* ws, int64_t M, cons
           for (int64_t i = b * kIntxActBlock; i < (b + 1) * kIntxActBlock; ++i) dot += codes[i] * q[i];
           acc += s.dx[m * nb + b] * static_cast<float>(dot);
         }
-        const float zp = w.zero_point ? w.zero_point[n * G + gi] : 0.f;
+        const float zp = w.zero_point[n * G + gi];
         out += w.scale[n * G + gi] * (acc - zp * s.xsum[m * G + gi]);
       }
       y[m * w.N + n] = out + (bias ? bias[n] : 0.f);

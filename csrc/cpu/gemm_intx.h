@@ -13,16 +13,30 @@
 #include <cstring>
 #include <limits>
 
+#include "cpu/no_contract.h"
 #include "lowbit/float_types.h"
 
 namespace lowbit::cpu {
 
+// Group zero points: float32, or int8 when every zero point is an integer (minmax
+// quantization's are, docs/formats.md): the same values in 1 byte per group instead of 4,
+// which the memory-bound small-M kernels read with every weight row. Neither: symmetric
+// (every zero point 0). Scalar reads go through operator[]; a vector loop may test f32 / i8.
+struct ZeroPoints {
+  const float* f32 = nullptr;
+  const int8_t* i8 = nullptr;
+  explicit operator bool() const { return f32 != nullptr || i8 != nullptr; }
+  float operator[](int64_t i) const { return f32 ? f32[i] : (i8 ? static_cast<float>(i8[i]) : 0.f); }
+  // the zero points from element `off` on (a row of [N, G]); empty stays empty
+  ZeroPoints operator+(int64_t off) const { return {f32 ? f32 + off : nullptr, i8 ? i8 + off : nullptr}; }
+};
+
 // Canonical weight (docs/formats.md): packed [N, K * bits / 8] (K % 8 == 0),
-// scale / zero_point float32 [N, K / group_size]; zero_point may be null (symmetric).
+// scale float32 and zero_point [N, K / group_size]; zero_point may be empty (symmetric).
 struct IntxWeights {
   const uint8_t* packed;
   const float* scale;
-  const float* zero_point;
+  ZeroPoints zero_point;
   int64_t N, K, group_size;
   int bits;
 };
@@ -166,10 +180,12 @@ inline float intx_int8_finish(const IntxWeights& w, const float* xsum, int64_t n
   const float* srow = w.scale + n * G;
   float c = 0.f;
   if (w.zero_point) {
-    const float* zrow = w.zero_point + n * G;
-    for (int64_t gi = 0; gi < G; ++gi) c += srow[gi] * (off + zrow[gi]) * xsum[gi];
+    // no_contract: the same rounding whether the compiler vectorizes the products (float32
+    // zero points) or fuses them into FMAs (int8 ones): both forms give identical outputs
+    const ZeroPoints zrow = w.zero_point + n * G;
+    for (int64_t gi = 0; gi < G; ++gi) c += no_contract(srow[gi] * (off + zrow[gi]) * xsum[gi]);
   } else {
-    for (int64_t gi = 0; gi < G; ++gi) c += srow[gi] * off * xsum[gi];
+    for (int64_t gi = 0; gi < G; ++gi) c += no_contract(srow[gi] * off * xsum[gi]);
   }
   float v = sum - c;
   if (bias) v += bias[n];

@@ -152,10 +152,16 @@ inline ScaleLayout layout_from_scale(const at::Tensor& x, const at::Tensor& scal
   return ScaleLayout{outer, x.size(axis), inner};
 }
 
+// allow_int8: the op also reads integer zero points stored as int8 (linear_intx).
 inline void check_zero_point(const std::optional<at::Tensor>& zero_point, const at::Tensor& scale,
-                             const char* op) {
+                             const char* op, bool allow_int8 = false) {
   if (!zero_point.has_value()) return;
-  check_dtype(*zero_point, at::kFloat, op, "zero_point");
+  if (allow_int8) {
+    TORCH_CHECK(zero_point->scalar_type() == at::kFloat || zero_point->scalar_type() == at::kChar, "lowbit.", op,
+                ": expected zero_point of dtype float32 or int8, got ", zero_point->scalar_type());
+  } else {
+    check_dtype(*zero_point, at::kFloat, op, "zero_point");
+  }
   check_same_device(*zero_point, scale, op, "zero_point", "scale");
   TORCH_CHECK(zero_point->sizes() == scale.sizes(), "lowbit.", op, ": expected zero_point of the shape of scale ",
               scale.sizes(), ", got ", zero_point->sizes());

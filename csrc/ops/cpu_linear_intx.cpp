@@ -39,8 +39,10 @@ at::Tensor linear_intx(const at::Tensor& x, const at::Tensor& packed_in, const a
   at::Tensor zero_point;
   if (zero_point_in.has_value()) zero_point = zero_point_in->contiguous();
 
-  cpu::IntxWeights w{packed.const_data_ptr<uint8_t>(), scale.const_data_ptr<float>(),
-                     zero_point.defined() ? zero_point.const_data_ptr<float>() : nullptr, N, K, group_size,
+  cpu::ZeroPoints zp;
+  if (zero_point.defined() && zero_point.scalar_type() == at::kChar) zp.i8 = zero_point.const_data_ptr<int8_t>();
+  else if (zero_point.defined()) zp.f32 = zero_point.const_data_ptr<float>();
+  cpu::IntxWeights w{packed.const_data_ptr<uint8_t>(), scale.const_data_ptr<float>(), zp, N, K, group_size,
                      static_cast<int>(bits)};
   const int64_t M = a.M;
   const cpu::IntxPlan plan =

@@ -16,7 +16,8 @@ struct WeightShape {
   int64_t group_size;  // linear_intx only
 };
 
-// linear_intx: packed uint8 [N, K * bits / 8], scale / zero_point float32 [N, K / group_size].
+// linear_intx: packed uint8 [N, K * bits / 8], scale float32 [N, K / group_size], zero_point of
+// the same shape, float32 or int8 (integer zero points in a quarter of the bytes).
 inline WeightShape check_intx_weight(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
                                      const std::optional<at::Tensor>& zero_point, int64_t bits) {
   constexpr const char* op = "linear_intx";
@@ -41,7 +42,7 @@ inline WeightShape check_intx_weight(const at::Tensor& x, const at::Tensor& pack
   TORCH_CHECK(K == 0 || group_size % 8 == 0, "lowbit.", op,
               ": expected group_size = K / scale.size(1) to be a multiple of 8, got ", group_size, " (K = ", K,
               ", scale shape ", scale.sizes(), ")");
-  check_zero_point(zero_point, scale, op);
+  check_zero_point(zero_point, scale, op, /*allow_int8=*/true);
   return {N, K, group_size};
 }
 

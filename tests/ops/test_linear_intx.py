@@ -123,6 +123,29 @@ def test_unusual_groups(isa, bits):
             assert rel_err(y, linear_ref(x, codes, scale, zp, None, use_int8)) < 1e-5, (k, g, int8)
 
 
+@pytest.mark.parametrize("bits", [4, 2])
+@pytest.mark.parametrize("int8", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_int8_zero_points(isa, bits, int8, dtype):
+    # Integer zero points given as int8 are the same values as float32 ones: every kernel
+    # (small-M register kernels, panels at M >= 32, int8 activations, all x dtypes) gives
+    # the identical output, and both match the reference.
+    for n, k, g, m in [(19, 256, 32, 1), (37, 512, 128, 3), (70, 1024, 256, 7), (33, 256, 64, 64)]:
+        codes, scale, _ = make_weight(n, k, bits, g, False)
+        zp8 = torch.randint(-2 ** (bits - 1), 2 ** (bits - 1), (n, k // g), dtype=torch.int8)
+        x = torch.randn(m, k).to(dtype)
+        bias = torch.randn(n)
+        p = pack_bits(codes, bits)
+        y8 = linear_intx(x, p, scale, zp8, bits, bias, int8)
+        name8 = kernel()
+        yf = linear_intx(x, p, scale, zp8.float(), bits, bias, int8)
+        assert kernel() == name8 and ran_on(name8, isa)
+        assert torch.equal(y8, yf), (n, k, g, m, name8)
+        use_int8 = int8 and g % 32 == 0
+        tol = 1e-5 if dtype == torch.float32 else TOL[dtype]
+        assert rel_err(y8, linear_ref(x, codes, scale, zp8.float(), bias, use_int8)) < tol, (n, k, g, m, name8)
+
+
 def test_deterministic_and_thread_independent(isa):
     codes, scale, zp = make_weight(300, 512, 4, 128, True)
     p = pack_bits(codes, 4)
@@ -201,7 +224,7 @@ def w4():
     ("scale_groups", r"expected scale of shape \[N, K / group_size\]"),
     ("group_not_8", "to be a multiple of 8"),
     ("zp_shape", "expected zero_point of the shape of scale"),
-    ("zp_dtype", "expected zero_point of dtype"),
+    ("zp_dtype", "expected zero_point of dtype float32 or int8, got Double"),
     ("x_dtype", "expected x of dtype float32"),
     ("x_k", "expected x with last axis K = 64"),
     ("x_0d", "expected x of rank >= 1"),

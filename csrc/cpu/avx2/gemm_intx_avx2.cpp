@@ -37,7 +37,7 @@ inline void for_l2_blocks(int64_t row_bytes, int64_t n0, int64_t n1, Fn fn) {
 // w = u * scale - (2^(bits-1) + zp) * scale per element (one FMA), then MR FMAs.
 // U independent accumulator sets hide the FMA latency when MR is small.
 template <int BITS, int MR, int U>
-inline void f32_tile(const uint8_t* wrow, const float* srow, const float* zrow, int64_t g, const float* xp,
+inline void f32_tile(const uint8_t* wrow, const float* srow, ZeroPoints zrow, int64_t g, const float* xp,
                      int64_t ldx, int64_t k0, int64_t k1, float* out) {
   constexpr int NV = 8 / BITS;
   constexpr int64_t UE = 8 * NV;
@@ -51,7 +51,7 @@ inline void f32_tile(const uint8_t* wrow, const float* srow, const float* zrow, 
     const int64_t gi = k / g;
     const int64_t kend = std::min(k1, (gi + 1) * g);
     const float s = srow[gi];
-    const float zp = zrow ? zrow[gi] : 0.f;
+    const float zp = zrow[gi];
     const __m256 vs = _mm256_set1_ps(s), vc = _mm256_set1_ps(-(OFF + zp) * s);
     auto unit = [&](int64_t kk, int u) {
       const __m256i d = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wrow + kk / NV)));
@@ -79,7 +79,7 @@ inline void f32_tile(const uint8_t* wrow, const float* srow, const float* zrow, 
 // the group's sum of x from the prepare step. Two fewer vector ops per 16 weights than
 // f32_tile; the rounding differs from dequantize-then-dot only in order.
 template <int BITS>
-inline float f32_gemv_gs(const uint8_t* wrow, const float* srow, const float* zrow, int64_t g, const float* xp,
+inline float f32_gemv_gs(const uint8_t* wrow, const float* srow, ZeroPoints zrow, int64_t g, const float* xp,
                          const float* xs, int64_t K) {
   constexpr int NV = 8 / BITS;
   constexpr int64_t UE = 8 * NV;
@@ -106,7 +106,7 @@ inline float f32_gemv_gs(const uint8_t* wrow, const float* srow, const float* zr
     const float s = srow[gi];
     acc = _mm256_fmadd_ps(_mm256_add_ps(_mm256_add_ps(accg[0], accg[1]), _mm256_add_ps(accg[2], accg[3])),
                           _mm256_set1_ps(s), acc);
-    corr += s * (OFF + (zrow ? zrow[gi] : 0.f)) * xs[gi];
+    corr += no_contract(s * (OFF + zrow[gi]) * xs[gi]);  // as intx_int8_finish
   }
   return hsum8(acc) - corr;
 }
@@ -120,7 +120,7 @@ void f32_rows(const IntxWeights& w, const float* xp, int64_t m, const float* bia
   const int64_t K = w.K, G = K / w.group_size, row_bytes = K * BITS / 8;
   for (int64_t n = n0; n < n1; ++n) {
     float out[MR];
-    f32_tile<BITS, MR, U>(w.packed + n * row_bytes, w.scale + n * G, w.zero_point ? w.zero_point + n * G : nullptr,
+    f32_tile<BITS, MR, U>(w.packed + n * row_bytes, w.scale + n * G, w.zero_point + n * G,
                           w.group_size, xp + m * K, K, 0, K, out);
     for (int r = 0; r < MR; ++r) y[(m + r) * w.N + n] = bias ? out[r] + bias[n] : out[r];
   }
@@ -132,7 +132,7 @@ void f32_all(const IntxWeights& w, const float* xp, int64_t M, const float* bias
     const int64_t K = w.K, G = K / w.group_size, row_bytes = K * BITS / 8;
     for (int64_t n = n0; n < n1; ++n) {
       const float v = f32_gemv_gs<BITS>(w.packed + n * row_bytes, w.scale + n * G,
-                                        w.zero_point ? w.zero_point + n * G : nullptr, w.group_size, xp, xp + K, K);
+                                        w.zero_point + n * G, w.group_size, xp, xp + K, K);
       y[n] = bias ? v + bias[n] : v;
     }
     return;
@@ -321,7 +321,7 @@ struct IntxDec {
   const IntxWeights& w;
   int64_t row_bytes, G;
   float scale(int64_t n, int64_t k) const { return w.scale[n * G + k / w.group_size]; }
-  float zp(int64_t n, int64_t k) const { return w.zero_point ? w.zero_point[n * G + k / w.group_size] : 0.f; }
+  float zp(int64_t n, int64_t k) const { return w.zero_point[n * G + k / w.group_size]; }
   float v1(int64_t n, int64_t k) const {
     constexpr int NV = 8 / BITS;
     const int u = (w.packed[n * row_bytes + k / NV] >> (BITS * (k % NV))) & ((1 << BITS) - 1);

@@ -77,16 +77,18 @@ inline __m512bh load_bh(const bf16_t* p) { return (__m512bh)_mm512_loadu_si512(p
 // -sum over groups of (24 + zero_point[g]) * scale[g] * sum(x of group g) for one weight
 // row and one row of x: the constant part of the file comment's formula, vectorized over
 // the groups here so that the kernel's loop only applies the scales.
-inline float offset_term(const float* srow, const float* zrow, const float* xsum, int64_t G) {
+inline float offset_term(const float* srow, ZeroPoints zrow, const float* xsum, int64_t G) {
   __m512 acc = _mm512_setzero_ps();
   const __m512 c24 = _mm512_set1_ps(24.f);
   int64_t g = 0;
   for (; g + 16 <= G; g += 16) {
-    const __m512 off = zrow ? _mm512_add_ps(c24, _mm512_loadu_ps(zrow + g)) : c24;
+    __m512 off = c24;
+    if (zrow.f32) off = _mm512_add_ps(c24, _mm512_loadu_ps(zrow.f32 + g));
+    else if (zrow.i8) off = _mm512_add_ps(c24, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zrow.i8 + g)))));
     acc = _mm512_fmadd_ps(_mm512_mul_ps(off, _mm512_loadu_ps(srow + g)), _mm512_loadu_ps(xsum + g), acc);
   }
   float r = _mm512_reduce_add_ps(acc);
-  for (; g < G; ++g) r += (24.f + (zrow ? zrow[g] : 0.f)) * srow[g] * xsum[g];
+  for (; g < G; ++g) r += no_contract((24.f + zrow[g]) * srow[g] * xsum[g]);  // as intx_int8_finish
   return -r;
 }
 
@@ -143,7 +145,7 @@ void tile(const IntxWeights& w, const Ws& ws, int64_t m, int64_t n, const float*
     for (int j = 0; j < NR; ++j)
       y[(m + i) * w.N + n + j] =
           16.f * _mm512_reduce_add_ps(tot[i][j]) +
-          offset_term(srow[j], w.zero_point ? w.zero_point + (n + j) * G : nullptr, ws.xsum + (m + i) * G, G) +
+          offset_term(srow[j], w.zero_point + (n + j) * G, ws.xsum + (m + i) * G, G) +
           (bias ? bias[n + j] : 0.f);
 }
 

@@ -28,8 +28,11 @@ def linear_intx(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor,
             so K must be a multiple of 8.
         scale: float32 ``[N, K / group_size]``; ``group_size`` must be a multiple of 8
             (groups of 32, 64, 128, 256 take the fastest kernels).
-        zero_point: ``None`` (symmetric) or float32 of the shape of ``scale``; any
-            float value (HQQ's non-integral zero-points included).
+        zero_point: ``None`` (symmetric), or float32 of the shape of ``scale`` (any
+            float value, HQQ's non-integral zero-points included), or int8 of that
+            shape for integer zero points (minmax's): the same result, and the CPU
+            kernels read 1 byte per group instead of 4 (3 fewer bytes per 128 weights
+            at group 128, about 4% of a 4-bit weight's bytes).
         bits: 4 or 2.
         bias: optional ``[N]`` of any float dtype.
         int8_activations: quantize each row of x on the fly to int8 per block of 32
@@ -84,8 +87,8 @@ def _linear_intx_fake(x, packed, scale, zero_point, bits, bias=None, int8_activa
     torch._check(k == 0 or (k // groups) % 8 == 0,
                  lambda: f"lowbit.{_OP}: expected group_size = K / scale.size(1) to be a multiple of 8, got {k // groups}")
     if zero_point is not None:
-        torch._check(zero_point.dtype == torch.float32,
-                     lambda: f"lowbit.{_OP}: expected zero_point of dtype torch.float32, got {zero_point.dtype}")
+        torch._check(zero_point.dtype in (torch.float32, torch.int8),
+                     lambda: f"lowbit.{_OP}: expected zero_point of dtype float32 or int8, got {zero_point.dtype}")
         torch._check(zero_point.shape == scale.shape,
                      lambda: f"lowbit.{_OP}: expected zero_point of the shape of scale {list(scale.shape)}, got {list(zero_point.shape)}")
     check_float(x, _OP, "x")
