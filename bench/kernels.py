@@ -126,7 +126,10 @@ def _ours_intx(ctx, bits, group):
     def make():
         scale, zp = L.choose_qparams_affine(ctx.W, bits, False, group_size=group)
         codes = L.quantize_affine(ctx.W, scale, zp, bits)
-        return codes, L.pack_bits(codes, bits), scale, zp
+        # minmax zero points are integers: the kernel gets them as int8, as the model path
+        # passes them (docs/kernels.md; 1 byte per group instead of 4)
+        z8 = zp.to(torch.int8)
+        return codes, L.pack_bits(codes, bits), scale, zp, z8 if torch.equal(z8.float(), zp) else zp
     return ctx.get(f"int{bits}", make)
 
 
@@ -148,10 +151,10 @@ def build_ours_int8(int8_act):
 
 def build_ours_intx(bits, group, int8_act):
     def build(ctx):
-        codes, packed, scale, zp = _ours_intx(ctx, bits, group)
+        codes, packed, scale, zp, zp_kernel = _ours_intx(ctx, bits, group)
         r = ctx.rows
         ref = L.dequantize_affine(codes[r], scale[r], zp[r], F32)
-        return Prepared((packed, scale, zp),
+        return Prepared((packed, scale, zp_kernel),
                         lambda x, w: L.linear_intx(x, w[0], w[1], w[2], bits, None, int8_act),
                         ref, kernel_op="linear_intx")
     return build
@@ -196,7 +199,7 @@ def tinygemm_ref(codes: torch.Tensor, scale_zero: torch.Tensor, group: int) -> t
 
 def build_torch_int4(act):
     def build(ctx):
-        codes, _, scale, zp = _ours_intx(ctx, 4, INT4_GROUP)
+        codes, _, scale, zp, _ = _ours_intx(ctx, 4, INT4_GROUP)
         q = codes.to(torch.int32) + 8  # unsigned 0..15; W = (q - 8) * s + (-zp * s)
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
         sz = torch.stack([scale, -zp * scale], dim=-1).transpose(0, 1).contiguous().to(act)
