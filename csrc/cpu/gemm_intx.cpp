@@ -18,6 +18,12 @@ namespace {
 // against 21-35 for the AVX2 float kernel, level with the float32 panels at M = 32;
 // 2 terms 43-77 up to M = 48, level at 63; 1 term 54-124, ahead of both below 64).
 constexpr int64_t kTermsMaxM[4] = {0, 64, 64, 32};
+// 2-bit weights with x in three terms: the AVX2 float kernel decodes 2-bit fields more
+// cheaply than 4-bit ones and is ahead from M = 4 (hot 4096 x 4096 g64, 2026-11-23: 28-39
+// against 38-45 GMAC/s at M = 4..16; at M = 1 39-43 against 23-26, level at M = 2).
+// One or two terms stay on the register kernel to M = 63 (bfloat16 x 72-112 against
+// 25-50; two terms 39-65 against 17-50).
+constexpr int64_t kTermsMaxM2Bit3 = 3;
 
 inline int code_at(const uint8_t* row, int64_t k, int bits) {
   const int64_t bit = k * bits;
@@ -131,11 +137,13 @@ IntxPlan intx_plan(const IntxWeights& w, int64_t M, bool int8_activations, bool 
     return {IntxKernel::PortableInt8, "portable_int8act"};
   }
 #if defined(LOWBIT_HAVE_AVX512_BF16)
-  // 4-bit: the register-decoding kernel for small M (kTermsMaxM). For bfloat16 x the
+  // 2/4-bit: the register-decoding kernel for small M (kTermsMaxM). For bfloat16 x the
   // bfloat16 panels take over from M = 64: 117-131 GMAC/s there against 110-118 for the
   // register kernel, 142-161 at M = 128 (4096 x 4096 and 2048 x 5632, 2026-11-23).
-  if (x_parts >= 1 && x_parts <= 3 && M < kTermsMaxM[x_parts] && use_avx512_bf16() &&
-      avx512bf16::intx4_bf16_supported(w)) {
+  const int64_t max_m =
+      x_parts < 1 || x_parts > 3 ? 0 : (w.bits == 2 && x_parts == 3 ? kTermsMaxM2Bit3 : kTermsMaxM[x_parts]);
+  if (M < max_m && use_avx512_bf16() &&
+      avx512bf16::intx_bf16_supported(w)) {
     static const char* const names[2][4] = {
         {"avx512_gemv_bf16act", "avx512_gemv_bf16x1act", "avx512_gemv_bf16x2act", "avx512_gemv_bf16x3act"},
         {"avx512_gemm_bf16act", "avx512_gemm_bf16x1act", "avx512_gemm_bf16x2act", "avx512_gemm_bf16x3act"}};
@@ -166,7 +174,7 @@ size_t intx_workspace_bytes(const IntxPlan& plan, const IntxWeights& w, int64_t 
       return static_cast<size_t>(M * w.K) * sizeof(bf16_t);
     case IntxKernel::Avx512Bf16:
 #if defined(LOWBIT_HAVE_AVX512_BF16)
-      return avx512bf16::intx4_bf16_workspace_bytes(w, M, plan.x_parts);
+      return avx512bf16::intx_bf16_workspace_bytes(w, M, plan.x_parts);
 #else
       return 0;  // never planned without the AVX512_BF16 build
 #endif
@@ -195,7 +203,7 @@ void intx_prepare(const IntxPlan& plan, const IntxWeights& w, const T* x, int64_
       return;
     case IntxKernel::Avx512Bf16:
 #if defined(LOWBIT_HAVE_AVX512_BF16)
-      avx512bf16::intx4_prepare_bf16(w, x, M, plan.x_parts, ws, m0, m1);
+      avx512bf16::intx_prepare_bf16(w, x, M, plan.x_parts, ws, m0, m1);
 #endif
       return;
 #else
@@ -229,7 +237,7 @@ void intx_compute(const IntxPlan& plan, const IntxWeights& w, const void* ws, in
 #endif
     case IntxKernel::Avx512Bf16:
 #if defined(LOWBIT_HAVE_AVX512_BF16)
-      return avx512bf16::intx4_compute_bf16(w, ws, M, plan.x_parts, bias, y, n0, n1);
+      return avx512bf16::intx_compute_bf16(w, ws, M, plan.x_parts, bias, y, n0, n1);
 #else
       return;
 #endif

@@ -49,7 +49,7 @@ enum class IntxKernel : int {
   Avx2PackedF32, // float activations, M >= 32: weights decoded into float panels + 6x16 FMA microkernel
   Avx512Int8,    // int8 activation blocks, 4-bit, M > 1: AVX-512 VNNI tiles on the Avx2Int8 workspace
   Avx512PackedBf16,  // bfloat16 activations, M >= 32: weights decoded into bfloat16 panels + vdpbf16ps
-  Avx512Bf16,        // 4-bit, small M: codes decoded to bfloat16 in registers + vdpbf16ps on x as x_parts bfloat16 terms
+  Avx512Bf16,        // 2/4-bit, small M: codes decoded to bfloat16 in registers + vdpbf16ps on x as x_parts bfloat16 terms
 };
 
 struct IntxPlan {
@@ -132,14 +132,15 @@ void intx_compute_packed_bf16(const IntxWeights& w, const bf16_t* x, int64_t M, 
 }  // namespace avx2
 
 namespace avx512bf16 {
-// 4-bit weights with group_size 32 or a multiple of 64 (cpu/avx512bf16/gemm_int4_bf16.cpp).
-bool intx4_bf16_supported(const IntxWeights& w);
-// Workspace: x as `parts` (1-3) bfloat16 terms, each [M, K] permuted per unit of 64
-// elements, then their sums per group, float32 [M, G].
-size_t intx4_bf16_workspace_bytes(const IntxWeights& w, int64_t M, int parts);
+// 2- and 4-bit weights whose group_size (>= 32) divides or is a multiple of the 32-byte
+// unit (64 elements at 4 bits, 128 at 2 bits) (cpu/avx512bf16/gemm_intx_bf16.cpp).
+bool intx_bf16_supported(const IntxWeights& w);
+// Workspace: x as `parts` (1-3) bfloat16 terms, each [M, K rounded up to the unit]
+// permuted per unit into 8 / bits streams, then their sums per group, float32 [M, G].
+size_t intx_bf16_workspace_bytes(const IntxWeights& w, int64_t M, int parts);
 template <typename T>
-void intx4_prepare_bf16(const IntxWeights& w, const T* x, int64_t M, int parts, void* ws, int64_t m0, int64_t m1);
-void intx4_compute_bf16(const IntxWeights& w, const void* ws, int64_t M, int parts, const float* bias, float* y,
+void intx_prepare_bf16(const IntxWeights& w, const T* x, int64_t M, int parts, void* ws, int64_t m0, int64_t m1);
+void intx_compute_bf16(const IntxWeights& w, const void* ws, int64_t M, int parts, const float* bias, float* y,
                         int64_t n0, int64_t n1);
 }  // namespace avx512bf16
 

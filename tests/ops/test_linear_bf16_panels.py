@@ -83,9 +83,9 @@ def test_matches_float64(fmt, shape):
         bias = torch.randn(N) if with_bias else None
         with lowbit.use_cpu_isa("avx512"):
             y = call(x, bias)
-            # 4-bit weights below M = 64 take their register-decoding kernel (end of file)
-            small_int4 = fmt.startswith("int4") and x.numel() // K < 64
-            assert lowbit.last_kernels()[op] == ("avx512_gemm_bf16act" if small_int4 else PANEL_KERNEL)
+            # 2/4-bit weights below M = 64 take their register-decoding kernel (end of file)
+            small_intx = fmt.startswith(("int4", "int2")) and x.numel() // K < 64
+            assert lowbit.last_kernels()[op] == ("avx512_gemm_bf16act" if small_intx else PANEL_KERNEL)
         assert y.dtype == torch.bfloat16 and y.shape == (*x.shape[:-1], N)
         assert rel_err(y, reference(x, w64, bias)) < tol, (fmt, shape, with_bias)
 
@@ -157,9 +157,9 @@ def test_nan_row_stays_in_its_row():
 
 
 # ------------------------------------ 4-bit weights, small M, register decoding ----
-# linear_intx's register-decoded kernel: bfloat16 1 + u / 16 (exact) meets x in
-# vdpbf16ps, then 16 scale * sum((1 + u / 16) x) - (24 + zp) * scale * sum(x) per group
-# in float32. x is one bfloat16 term (bfloat16 x), two (float16 x, exact), or three
+# linear_intx's register-decoded kernel: bfloat16 1 + u / 2^bits (exact) meets x in
+# vdpbf16ps, then 2^bits scale * sum((1 + u / 2^bits) x) - (2^bits + 2^(bits-1) + zp) *
+# scale * sum(x) per group in float32 (4 bits: 16 and 24 + zp; 2 bits: 4 and 6 + zp). x is one bfloat16 term (bfloat16 x), two (float16 x, exact), or three
 # (float32 x, exact; two or one under torch.set_float32_matmul_precision("high" /
 # "medium")).
 
@@ -168,15 +168,17 @@ def small_m_kernel(M, terms=None):
     return stem + ("bf16act" if terms is None else f"bf16x{terms}act")
 
 
+@pytest.mark.parametrize("bits", [4, 2])
 @pytest.mark.parametrize("M", [1, 2, 3, 5, 16, 31, 63])
 @pytest.mark.parametrize("group,asym", [(32, False), (64, True), (128, True), (256, False)])
-def test_int4_small_m_matches_float64(M, group, asym):
+def test_small_m_matches_float64(bits, M, group, asym):
+    # groups smaller than the unit (64 elements at 4 bits, 128 at 2): 2 or 4 per unit
     N, K = 2 * 4 + 3, 2 * max(group, 128)  # N: tails of the 4- and 2-row tiles
-    codes, scale, zp = make_weight(N, K, 4, group, asym)
-    packed = pack_bits(codes, 4)
+    codes, scale, zp = make_weight(N, K, bits, group, asym)
+    packed = pack_bits(codes, bits)
     x, bias = make_x(M, K), torch.randn(N)
     with lowbit.use_cpu_isa("avx512"):
-        y = linear_intx(x, packed, scale, zp, 4, bias)
+        y = linear_intx(x, packed, scale, zp, bits, bias)
         assert lowbit.last_kernels()["linear_intx"] == small_m_kernel(M)
     assert rel_err(y, reference(x, dequant_ref(codes, scale, zp), bias)) < EXACT_CODES_TOL
 
@@ -189,20 +191,38 @@ def test_int4_small_m_matches_float64(M, group, asym):
 PRECISIONS = {"highest": (3, 31, 1e-5), "high": (2, 63, 2e-5), "medium": (1, 63, 6e-3)}
 
 
+@pytest.mark.parametrize("bits", [4, 2])
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 @pytest.mark.parametrize("M", [1, 2, 3, 7, 31])
-@pytest.mark.parametrize("group,asym", [(32, True), (128, False), (256, True)])
-def test_int4_small_m_float32_x(matmul_precision, precision, M, group, asym):
+@pytest.mark.parametrize("group,asym", [(32, True), (64, False), (128, False), (256, True)])
+def test_small_m_float32_x(matmul_precision, bits, precision, M, group, asym):
     terms, _, tol = PRECISIONS[precision]
     N, K = 2 * 4 + 3, 2 * max(group, 128)
-    codes, scale, zp = make_weight(N, K, 4, group, asym)
+    codes, scale, zp = make_weight(N, K, bits, group, asym)
     x, bias = torch.randn(M, K), torch.randn(N)
     matmul_precision(precision)
     with lowbit.use_cpu_isa("avx512"):
-        y = linear_intx(x, pack_bits(codes, 4), scale, zp, 4, bias)
-        assert lowbit.last_kernels()["linear_intx"] == small_m_kernel(M, terms)
+        y = linear_intx(x, pack_bits(codes, bits), scale, zp, bits, bias)
+        if bits == 2 and terms == 3 and M > 2:  # the AVX2 float kernel is faster there
+            assert lowbit.last_kernels()["linear_intx"] == "avx2_gemm_f32act"
+        else:
+            assert lowbit.last_kernels()["linear_intx"] == small_m_kernel(M, terms)
     assert y.dtype == torch.float32
     assert rel_err(y, reference(x, dequant_ref(codes, scale, zp), bias)) < tol
+
+
+def test_2bit_three_terms_threshold():
+    """2-bit weights, float32 x in three terms: the register kernel to M = 2, then the
+    AVX2 float kernel (faster there); bfloat16 x stays on the register kernel."""
+    codes, scale, zp = make_weight(16, 256, 2, 64, True)
+    packed = pack_bits(codes, 2)
+    with lowbit.use_cpu_isa("avx512"):
+        linear_intx(torch.randn(2, 256), packed, scale, zp, 2)
+        assert lowbit.last_kernels()["linear_intx"] == small_m_kernel(2, 3)
+        linear_intx(torch.randn(3, 256), packed, scale, zp, 2)
+        assert lowbit.last_kernels()["linear_intx"] == "avx2_gemm_f32act"
+        linear_intx(make_x(3, 256), packed, scale, zp, 2)
+        assert lowbit.last_kernels()["linear_intx"] == small_m_kernel(3)
 
 
 @pytest.mark.parametrize("precision", list(PRECISIONS))
@@ -235,26 +255,31 @@ def test_int4_small_m_float16_x_is_exact(M):
     assert rel_err(y, ref.half().double()) < 1e-3
 
 
+@pytest.mark.parametrize("bits", [4, 2])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_int4_small_m_positive_activations(dtype):
-    """All-positive x (after a ReLU / GELU) makes 16 sum((1 + u / 16) x) and
-    (24 + zp) sum(x) large and close: their float32 difference must keep the accuracy."""
-    codes, scale, zp = make_weight(64, 1024, 4, 128, True)
-    x = (make_x(4, 1024).abs() + 1).to(dtype)
+def test_small_m_positive_activations(bits, dtype):
+    """All-positive x (after a ReLU / GELU) makes 2^bits sum((1 + u / 2^bits) x) and
+    (2^bits + 2^(bits-1) + zp) sum(x) large and close: their float32 difference must keep
+    the accuracy."""
+    codes, scale, zp = make_weight(64, 1024, bits, 128, True)
+    M = 2 if bits == 2 else 4  # 2-bit, three terms: the register kernel runs to M = 2
+    x = (make_x(M, 1024).abs() + 1).to(dtype)
     with lowbit.use_cpu_isa("avx512"):
-        y = linear_intx(x, pack_bits(codes, 4), scale, zp, 4)
-        assert lowbit.last_kernels()["linear_intx"] == small_m_kernel(4, None if dtype == torch.bfloat16 else 3)
+        y = linear_intx(x, pack_bits(codes, bits), scale, zp, bits)
+        assert lowbit.last_kernels()["linear_intx"] == small_m_kernel(M, None if dtype == torch.bfloat16 else 3)
     tol = EXACT_CODES_TOL if dtype == torch.bfloat16 else 1e-5
     assert rel_err(y, reference(x, dequant_ref(codes, scale, zp), None)) < tol
 
 
-@pytest.mark.parametrize("M", [1, 3])
-def test_int4_small_m_half_last_unit(M):
-    """Groups of 32 with K % 64 == 32: the last unit of 64 is half a row's (masked load)."""
-    codes, scale, zp = make_weight(9, 96, 4, 32, True)
-    for x in (make_x(M, 96), torch.randn(M, 96)):
+@pytest.mark.parametrize("M", [1, 2])
+@pytest.mark.parametrize("bits,K,group", [(4, 96, 32), (2, 96, 32), (2, 160, 32), (2, 192, 64), (2, 64, 64)])
+def test_small_m_partial_last_unit(M, bits, K, group):
+    """K not a multiple of the unit (64 elements at 4 bits, 128 at 2): the last unit is
+    partly the row's (masked load), and its groups past the row's get no scale."""
+    codes, scale, zp = make_weight(9, K, bits, group, True)
+    for x in (make_x(M, K), torch.randn(M, K)):
         with lowbit.use_cpu_isa("avx512"):
-            y = linear_intx(x, pack_bits(codes, 4), scale, zp, 4)
+            y = linear_intx(x, pack_bits(codes, bits), scale, zp, bits)
             assert lowbit.last_kernels()["linear_intx"].startswith("avx512_gem")
         tol = EXACT_CODES_TOL if x.dtype == torch.bfloat16 else 1e-5
         assert rel_err(y, reference(x, dequant_ref(codes, scale, zp), None)) < tol
@@ -279,9 +304,9 @@ def test_int4_small_m_other_cases_keep_their_kernels():
     with lowbit.use_cpu_isa("avx512"):
         linear_intx(make_x(2, 256), packed, scale, zp, 4, int8_activations=True)  # int8 requested
         assert "int8act" in lowbit.last_kernels()["linear_intx"]
-    codes2, scale2, _ = make_weight(16, 256, 2, 128, False)
+    codes2, scale2, _ = make_weight(16, 192, 2, 96, False)  # 2-bit group 96: not a divisor nor a multiple of 128
     with lowbit.use_cpu_isa("avx512"):
-        linear_intx(make_x(2, 256), pack_bits(codes2, 2), scale2, None, 2)  # 2-bit: AVX2 kernel
+        linear_intx(make_x(2, 192), pack_bits(codes2, 2), scale2, None, 2)
         assert lowbit.last_kernels()["linear_intx"] == "avx2_gemm_f32act"
     codes3, scale3, _ = make_weight(16, 288, 4, 96, False)  # group 96: neither 32 nor a multiple of 64
     with lowbit.use_cpu_isa("avx512"):
