@@ -36,6 +36,7 @@ except ImportError:  # a source checkout run without PYTHONPATH=python
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
     import lowbit
 import lowbit.ops as L
+from lowbit.tensor.kernels import int8_zero_points
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 SHAPES_FULL = [(4096, 4096), (11008, 4096), (4096, 11008), (14336, 4096)]  # (N, K)
@@ -128,8 +129,7 @@ def _ours_intx(ctx, bits, group):
         codes = L.quantize_affine(ctx.W, scale, zp, bits)
         # minmax zero points are integers: the kernel gets them as int8, as the model path
         # passes them (docs/kernels.md; 1 byte per group instead of 4)
-        z8 = zp.to(torch.int8)
-        return codes, L.pack_bits(codes, bits), scale, zp, z8 if torch.equal(z8.float(), zp) else zp
+        return codes, L.pack_bits(codes, bits), scale, zp, int8_zero_points(zp)
     return ctx.get(f"int{bits}", make)
 
 

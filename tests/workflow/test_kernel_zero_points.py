@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 import lowbit
 from lowbit import ops
-from lowbit.tensor.kernels import _kernel_zero_point
+from lowbit.tensor.kernels import _kernel_zero_point, int8_zero_points
 
 
 def _frozen(optimizer, bits=4, group=64):
@@ -49,3 +49,11 @@ def test_changed_zero_points_are_not_served_stale():
     assert _kernel_zero_point(w) is w.zero_point
     w.zero_point = torch.full_like(w.zero_point, 3.0)  # replaced
     assert torch.equal(_kernel_zero_point(w), torch.full(w.zero_point.shape, 3, dtype=torch.int8))
+
+
+def test_int8_zero_points_only_for_integers_in_range():
+    z = torch.tensor([[-3.0, 0.0, 7.0]])
+    assert int8_zero_points(z).dtype == torch.int8
+    for bad in ([[0.5, 1.0, 2.0]], [[200.0, 1.0, 2.0]], [[float("nan"), 1.0, 2.0]]):
+        t = torch.tensor(bad)
+        assert int8_zero_points(t) is t

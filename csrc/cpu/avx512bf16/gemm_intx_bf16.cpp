@@ -46,7 +46,6 @@ template <int BITS>
 struct Fmt {
   static constexpr int kFields = 8 / BITS;               // elements per byte = streams per unit
   static constexpr int64_t kUnit = kUnitBytes * kFields;  // elements per decode step
-  static constexpr int64_t kLine = 64 * kFields;          // elements per 64-byte line of a row
   static constexpr float kMul = static_cast<float>(1 << BITS);                           // 2^BITS
   static constexpr float kOff = static_cast<float>((1 << BITS) + (1 << (BITS - 1)));     // 24 / 6
 };
@@ -56,10 +55,13 @@ struct Ws {
   const float* xsum;           // [M, G]: per group sum of the terms
 };
 
+// Elements per unit (decode step) at run time: Fmt<bits>::kUnit.
+int64_t unit_elems(int bits) { return kUnitBytes * (8 / bits); }
+
 // Row stride of the x terms: K rounded up to the unit (a last unit that the row fills
 // partly holds zeros in the rest).
 int64_t x_stride(int64_t K, int bits) {
-  const int64_t unit = kUnitBytes * (8 / bits);
+  const int64_t unit = unit_elems(bits);
   return (K + unit - 1) / unit * unit;
 }
 // Bytes of one [M, x_stride] bfloat16 term of x (a multiple of 64).
@@ -74,9 +76,9 @@ Ws workspace(const void* ws, int64_t M, int64_t K, int bits, int parts) {
   return r;
 }
 
-// See the file comment: one unit of a row as 32 words (load), then field f of each as
-// bfloat16 1 + u / 2^BITS (field). Fields are made one at a time, where they are used, so
-// that no more than one is live (four at once spilled registers in the 2-bit tiles).
+// See the file comment: one unit of a row as 32 words (load_unit), then field f of each
+// as bfloat16 1 + u / 2^BITS (field). The tile makes fields two at a time, where they are
+// used (all four of a 2-bit unit at once would add to the register pressure).
 // A masked load: for the last unit of a row that fills it partly (a multiple of 32
 // elements) it reads nothing beyond the row's bytes and gives u = 0 (weight 1) for the
 // rest, which meets the zeros of x there.
@@ -130,8 +132,7 @@ inline __m512 unit_scales(const float* srow, int64_t g, int64_t G) {
 }
 
 // MR rows of x (from m) x NR weight rows (from n), all of K. P: terms of x. GPU: groups
-// per unit (1: group_size a multiple of the unit; 2 / 4: smaller groups). Fields 0, 2 and
-// 1, 3 go to separate accumulators: two independent vdpbf16ps chains.
+// per unit (1: group_size a multiple of the unit; 2 / 4: smaller groups).
 template <int BITS, int MR, int NR, int P, int GPU>
 void tile(const IntxWeights& w, const Ws& ws, int64_t m, int64_t n, const float* bias, float* y) {
   using F = Fmt<BITS>;
@@ -241,10 +242,10 @@ void compute(const IntxWeights& w, const Ws& ws, int64_t M, const float* bias, f
 template <int BITS, int P>
 void compute_groups(const IntxWeights& w, const Ws& ws, int64_t M, const float* bias, float* y, int64_t n0,
                     int64_t n1) {
+  // groups per unit: 4 only at 2 bits with groups of 32 (intx_bf16_supported: groups >= 32)
   const int64_t gpu = w.group_size < Fmt<BITS>::kUnit ? Fmt<BITS>::kUnit / w.group_size : 1;
-  if (gpu == 4) {
-    if constexpr (BITS == 2) return compute<BITS, P, 4>(w, ws, M, bias, y, n0, n1);
-  }
+  if constexpr (BITS == 2)
+    if (gpu == 4) return compute<BITS, P, 4>(w, ws, M, bias, y, n0, n1);
   if (gpu == 2) return compute<BITS, P, 2>(w, ws, M, bias, y, n0, n1);
   return compute<BITS, P, 1>(w, ws, M, bias, y, n0, n1);
 }
@@ -269,9 +270,9 @@ inline __m512 load16(const bf16_t* p) {
 }  // namespace
 
 bool intx_bf16_supported(const IntxWeights& w) {
-  const int64_t unit = kUnitBytes * (8 / w.bits);
-  return (w.bits == 4 || w.bits == 2) && w.group_size >= 32 &&
-         (w.group_size % unit == 0 || unit % w.group_size == 0);
+  if (w.bits != 4 && w.bits != 2) return false;
+  const int64_t unit = unit_elems(w.bits);
+  return w.group_size >= 32 && (w.group_size % unit == 0 || unit % w.group_size == 0);
 }
 
 size_t intx_bf16_workspace_bytes(const IntxWeights& w, int64_t M, int parts) {
@@ -283,7 +284,7 @@ void intx_prepare_bf16(const IntxWeights& w, const T* x, int64_t M, int parts, v
                        int64_t m1) {
   const int64_t K = w.K, G = K / w.group_size, xs = x_stride(K, w.bits);
   const int fields = 8 / w.bits;
-  const int64_t unit = kUnitBytes * fields;
+  const int64_t unit = unit_elems(w.bits);
   const Ws ws = workspace(ws_out, M, K, w.bits, parts);
   auto* xsum = const_cast<float*>(ws.xsum);
   // vpermw indices: the even elements of 64 (two vectors of 32), then the odd ones

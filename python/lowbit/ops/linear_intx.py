@@ -54,9 +54,9 @@ def linear_intx(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor,
     (as ``linear_int8``, ``linear_fp8``, ``linear_q8_0`` and ``linear_q4_0`` do from M = 32).
 
     NaN / inf: on the exact path they propagate as in float arithmetic, except in the
-    AVX512_BF16 register kernel (4-bit weights, small M; its name has "bf16"), which takes
-    ``(24 + zero_point) * scale * sum(x)`` out of each group: there an infinite element of x
-    makes its row NaN. On the int8 path a block of x holding NaN or +-inf makes that row's
+    AVX512_BF16 register kernel (2- and 4-bit weights, small M; its name has "bf16"), which
+    takes ``(2^bits + 2^(bits-1) + zero_point) * scale * sum(x)`` out of each group: there an
+    infinite element of x makes its row NaN. On the int8 path a block of x holding NaN or +-inf makes that row's
     outputs NaN.
 
     Raises:
