@@ -171,9 +171,9 @@ void quantize_fp8_span(const T* x, uint8_t* q, int64_t n, const float* scale, in
 
 template <typename T>
 void dequantize_fp8_span(const uint8_t* q, T* y, int64_t n, const float* scale, int64_t scale_stride,
-                         Fp8Format fmt) {
+                         Fp8Format fmt, bool stream) {
 #if defined(LOWBIT_HAVE_AVX2)
-  if (use_avx2()) return avx2::dequantize_fp8_span(q, y, n, scale, scale_stride, fmt);
+  if (use_avx2()) return avx2::dequantize_fp8_span(q, y, n, scale, scale_stride, fmt, stream);
 #endif
   dequantize_portable(q, y, n, scale, scale_stride, fmt);
 }
@@ -182,7 +182,7 @@ void dequantize_fp8_span(const uint8_t* q, T* y, int64_t n, const float* scale, 
   template void fp8_absmax_row<T>(const T*, int64_t, float*, float*);                                 \
   template void fp8_absmax_cols<T>(const T*, int64_t, int64_t, float*, float*);                       \
   template void quantize_fp8_span<T>(const T*, uint8_t*, int64_t, const float*, int64_t, Fp8Format);  \
-  template void dequantize_fp8_span<T>(const uint8_t*, T*, int64_t, const float*, int64_t, Fp8Format);
+  template void dequantize_fp8_span<T>(const uint8_t*, T*, int64_t, const float*, int64_t, Fp8Format, bool);
 LOWBIT_FP8_INSTANTIATE(float)
 LOWBIT_FP8_INSTANTIATE(half_t)
 LOWBIT_FP8_INSTANTIATE(bf16_t)

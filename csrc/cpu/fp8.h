@@ -69,10 +69,11 @@ template <typename T>
 void quantize_fp8_span(const T* x, uint8_t* q, int64_t n, const float* scale, int64_t scale_stride,
                        Fp8Format fmt);
 
-// y[j] = from_float<T>(fp8_to_float(q[j]) * scale[j * scale_stride]).
+// y[j] = from_float<T>(fp8_to_float(q[j]) * scale[j * scale_stride]). `stream`: write y
+// with non-temporal stores (cpu/streaming.h); the result is the same either way.
 template <typename T>
 void dequantize_fp8_span(const uint8_t* q, T* y, int64_t n, const float* scale, int64_t scale_stride,
-                         Fp8Format fmt);
+                         Fp8Format fmt, bool stream);
 
 // Decoding tables: every code of a format as float32 (256 entries each).
 const float* fp8_decode_table(Fp8Format fmt);
@@ -87,7 +88,7 @@ void quantize_fp8_span(const T* x, uint8_t* q, int64_t n, const float* scale, in
                        Fp8Format fmt);
 template <typename T>
 void dequantize_fp8_span(const uint8_t* q, T* y, int64_t n, const float* scale, int64_t scale_stride,
-                         Fp8Format fmt);
+                         Fp8Format fmt, bool stream);
 }  // namespace avx2
 
 }  // namespace lowbit::cpu

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cpu/fp8.h"
+#include "cpu/streaming.h"
 #include "ops/checks.h"
 #include "ops/cpu_driver.h"
 
@@ -80,12 +81,13 @@ at::Tensor dequantize_fp8(const at::Tensor& q_in, const at::Tensor& scale_in, at
   at::Tensor y = at::empty(q.sizes(), q.options().dtype(dtype));
   const uint8_t* qp = static_cast<const uint8_t*>(q.const_data_ptr());
   const float* sp = scale.const_data_ptr<float>();
+  const bool stream = cpu::stream_output(q.nbytes() + y.nbytes());
   with_float_type(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     T* yp = reinterpret_cast<T*>(y.data_ptr());
     for_each_span(L, [&](int64_t off, int64_t n, int64_t ch, int64_t stride) {
-      cpu::dequantize_fp8_span(qp + off, yp + off, n, sp + ch, stride, fmt);
-    });
+      cpu::dequantize_fp8_span(qp + off, yp + off, n, sp + ch, stride, fmt, stream);
+    }, stream);
   });
   return y;
 }

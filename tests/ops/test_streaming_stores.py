@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import lowbit
-from lowbit.ops import (dequantize_affine, dequantize_q4_0, dequantize_q8_0, quantize_affine, quantize_q4_0,
-                        quantize_q8_0)
+from lowbit.ops import (dequantize_affine, dequantize_fp8, dequantize_q4_0, dequantize_q8_0, quantize_affine,
+                        quantize_q4_0, quantize_q8_0)
 from test_affine import ref_dequantize, ref_quantize
+from test_fp8 import ref_dequantize as ref_dequantize_fp8
 from test_gguf import ref_dequantize_q4_0, ref_dequantize_q8_0
 
 _C = lowbit._C
@@ -71,6 +72,43 @@ def test_gguf_streamed_equals_cached(isa, fmt, dtype, shape):
     y, y_nt = both_paths(lambda: dequant(blocks, dtype))
     assert_same_bits(y, y_nt)
     assert_same_bits(y_nt, ref(blocks, dtype))
+
+
+@pytest.mark.parametrize("fp8", [torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape,per_row", [((1, 1), False), ((7, 45), True), ((3, 4096), True), ((5, 333), False)])
+def test_fp8_streamed_equals_cached(isa, fp8, dtype, shape, per_row):
+    q = (torch.randn(shape) * 50).to(fp8)
+    q.view(torch.uint8).view(-1)[::17] = 0x7F  # NaN in both formats, among numbers
+    scale = torch.rand(shape[0], 1) + 0.5 if per_row else torch.rand(1, 1) + 0.5
+    y, y_nt = both_paths(lambda: dequantize_fp8(q, scale, dtype))
+    assert_same_bits(y, y_nt)
+    torch.testing.assert_close(y_nt, ref_dequantize_fp8(q, scale, dtype), rtol=0, atol=0, equal_nan=True)
+
+
+def _nan_bits(bits: int) -> torch.Tensor:
+    return torch.tensor([bits], dtype=torch.int64).to(torch.int32).view(torch.float32)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_bfloat16_outputs_keep_nan_payloads(isa, stream):
+    # bfloat16 stores round numbers without the NaN fix-up unless a pair of vectors
+    # holds a NaN. A NaN scale with every payload bit set would carry into the sign bit
+    # (-0.0) if it were rounded like a number; it must come out as a NaN, the same
+    # bits as the scalar conversion of the portable path.
+    codes = torch.randint(-128, 128, (6, 40), dtype=torch.int8)
+    scale = torch.rand(6, 1) + 0.5
+    scale[1, 0], scale[4, 0] = _nan_bits(0x7FFFFFFF), _nan_bits(0xFFBFFFFF)
+    try:
+        _C.set_streaming_min_bytes(0 if stream else 1 << 62)
+        got = dequantize_affine(codes, scale, None, torch.bfloat16)
+    finally:
+        _C.set_streaming_min_bytes(-1)
+    assert got[[1, 4]].isnan().all() and not got[[0, 2, 3, 5]].isnan().any()
+    from lowbit._cpu import use_cpu_isa
+    with use_cpu_isa("portable"):
+        want = dequantize_affine(codes, scale, None, torch.bfloat16)
+    assert_same_bits(got, want)
 
 
 def test_default_threshold_is_the_last_level_cache():

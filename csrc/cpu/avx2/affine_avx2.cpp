@@ -109,23 +109,25 @@ void dequantize_scalar(const int8_t* codes, T* y, int64_t from, int64_t to, cons
 }
 
 // The vector part of dequantize_affine from element j on; returns where it stopped.
+// With Stream, y + j must be aligned to kPut16Align.
 template <bool Stream, class T>
 int64_t dequantize_vectors(const int8_t* codes, T* y, int64_t j, int64_t n, const float* scale,
                            const float* zero_point, int64_t stride) {
+  // (q - zp) * s == q * s - zp * s only up to rounding; keep the stated order.
   if (stride == 0) {
-    // (q - zp) * s == q * s - zp * s only up to rounding; keep the stated order.
     const __m256 s = _mm256_set1_ps(scale[0]);
     const __m256 zp = _mm256_set1_ps(zero_point ? zero_point[0] : 0.f);
-    for (; j + 16 <= n; j += 16) {
-      put8<Stream>(y + j, _mm256_mul_ps(_mm256_sub_ps(codes8_to_float(codes + j), zp), s));
-      put8<Stream>(y + j + 8, _mm256_mul_ps(_mm256_sub_ps(codes8_to_float(codes + j + 8), zp), s));
-    }
-    for (; j + 8 <= n; j += 8) put8<Stream>(y + j, _mm256_mul_ps(_mm256_sub_ps(codes8_to_float(codes + j), zp), s));
+    for (; j + 16 <= n; j += 16)
+      put16<Stream>(y + j, _mm256_mul_ps(_mm256_sub_ps(codes8_to_float(codes + j), zp), s),
+                    _mm256_mul_ps(_mm256_sub_ps(codes8_to_float(codes + j + 8), zp), s));
+    for (; j + 8 <= n; j += 8) store8(y + j, _mm256_mul_ps(_mm256_sub_ps(codes8_to_float(codes + j), zp), s));
   } else {
-    for (; j + 8 <= n; j += 8) {
-      const __m256 zp = zero_point ? _mm256_loadu_ps(zero_point + j) : _mm256_setzero_ps();
-      put8<Stream>(y + j, _mm256_mul_ps(_mm256_sub_ps(codes8_to_float(codes + j), zp), _mm256_loadu_ps(scale + j)));
-    }
+    auto at = [&](int64_t i) {
+      const __m256 zp = zero_point ? _mm256_loadu_ps(zero_point + i) : _mm256_setzero_ps();
+      return _mm256_mul_ps(_mm256_sub_ps(codes8_to_float(codes + i), zp), _mm256_loadu_ps(scale + i));
+    };
+    for (; j + 16 <= n; j += 16) put16<Stream>(y + j, at(j), at(j + 8));
+    for (; j + 8 <= n; j += 8) store8(y + j, at(j));
   }
   return j;
 }
@@ -157,7 +159,7 @@ void dequantize_affine(const int8_t* codes, T* y, int64_t n, const float* scale,
                        int64_t stride, bool stream) {
   int64_t j = 0;
   if (stream) {
-    j = elems_before_aligned(y, n, 8 * sizeof(T));
+    j = elems_before_aligned(y, n, kPut16Align);
     dequantize_scalar(codes, y, 0, j, scale, zero_point, stride);
     j = dequantize_vectors<true>(codes, y, j, n, scale, zero_point, stride);
   } else {

@@ -186,17 +186,20 @@ inline void decode16(const uint8_t* p, __m256& lo, __m256& hi) {
 }
 
 template <Fp8Format F, typename T, bool PerElementScale>
-void dequantize_impl(const uint8_t* q, T* y, int64_t n, const float* scale) {
+void dequantize_impl(const uint8_t* q, T* y, int64_t n, const float* scale, bool stream) {
   const __m256 s1 = _mm256_set1_ps(scale[0]);
   auto sc = [&](const float* p) { return PerElementScale ? _mm256_loadu_ps(p) : s1; };
   int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    __m256 v0, v1, v2, v3;
-    decode16<F>(q + i, v0, v1);
-    decode16<F>(q + i + 16, v2, v3);
-    store16(y + i, _mm256_mul_ps(v0, sc(scale + i)), _mm256_mul_ps(v1, sc(scale + i + 8)));
-    store16(y + i + 16, _mm256_mul_ps(v2, sc(scale + i + 16)), _mm256_mul_ps(v3, sc(scale + i + 24)));
-  }
+  with_stream16(y, stream, [&](auto nt) {
+    for (; i + 32 <= n; i += 32) {
+      __m256 v0, v1, v2, v3;
+      decode16<F>(q + i, v0, v1);
+      decode16<F>(q + i + 16, v2, v3);
+      put16<decltype(nt)::value>(y + i, _mm256_mul_ps(v0, sc(scale + i)), _mm256_mul_ps(v1, sc(scale + i + 8)));
+      put16<decltype(nt)::value>(y + i + 16, _mm256_mul_ps(v2, sc(scale + i + 16)),
+                                 _mm256_mul_ps(v3, sc(scale + i + 24)));
+    }
+  });
   // Tail (< 32): through zero-padded buffers, same code.
   if (i < n) {
     const int64_t rest = n - i;
@@ -210,7 +213,7 @@ void dequantize_impl(const uint8_t* q, T* y, int64_t n, const float* scale) {
       if (k >= rest) break;
       __m256 v0, v1;
       decode16<F>(qb + k, v0, v1);
-      store16(yb + k, _mm256_mul_ps(v0, sc(sb + k)), _mm256_mul_ps(v1, sc(sb + k + 8)));
+      put16<false>(yb + k, _mm256_mul_ps(v0, sc(sb + k)), _mm256_mul_ps(v1, sc(sb + k + 8)));
     }
     std::memcpy(static_cast<void*>(y + i), yb, rest * sizeof(T));
   }
@@ -262,13 +265,13 @@ void quantize_fp8_span(const T* x, uint8_t* q, int64_t n, const float* scale, in
 
 template <typename T>
 void dequantize_fp8_span(const uint8_t* q, T* y, int64_t n, const float* scale, int64_t scale_stride,
-                         Fp8Format fmt) {
+                         Fp8Format fmt, bool stream) {
   if (fmt == Fp8Format::E4M3FN) {
-    if (scale_stride) dequantize_impl<Fp8Format::E4M3FN, T, true>(q, y, n, scale);
-    else dequantize_impl<Fp8Format::E4M3FN, T, false>(q, y, n, scale);
+    if (scale_stride) dequantize_impl<Fp8Format::E4M3FN, T, true>(q, y, n, scale, stream);
+    else dequantize_impl<Fp8Format::E4M3FN, T, false>(q, y, n, scale, stream);
   } else {
-    if (scale_stride) dequantize_impl<Fp8Format::E5M2, T, true>(q, y, n, scale);
-    else dequantize_impl<Fp8Format::E5M2, T, false>(q, y, n, scale);
+    if (scale_stride) dequantize_impl<Fp8Format::E5M2, T, true>(q, y, n, scale, stream);
+    else dequantize_impl<Fp8Format::E5M2, T, false>(q, y, n, scale, stream);
   }
 }
 
@@ -276,7 +279,7 @@ void dequantize_fp8_span(const uint8_t* q, T* y, int64_t n, const float* scale, 
   template void fp8_absmax_row<T>(const T*, int64_t, float*, float*);                                 \
   template void fp8_absmax_cols<T>(const T*, int64_t, int64_t, float*, float*);                       \
   template void quantize_fp8_span<T>(const T*, uint8_t*, int64_t, const float*, int64_t, Fp8Format);  \
-  template void dequantize_fp8_span<T>(const uint8_t*, T*, int64_t, const float*, int64_t, Fp8Format);
+  template void dequantize_fp8_span<T>(const uint8_t*, T*, int64_t, const float*, int64_t, Fp8Format, bool);
 LOWBIT_FP8_INSTANTIATE(float)
 LOWBIT_FP8_INSTANTIATE(half_t)
 LOWBIT_FP8_INSTANTIATE(bf16_t)

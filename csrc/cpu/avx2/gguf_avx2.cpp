@@ -128,7 +128,7 @@ int64_t quantize_q4_0(const T* x, uint8_t* blocks, int64_t nblocks) {
 
 template <typename T>
 void dequantize_q8_0(const uint8_t* blocks, T* y, int64_t nblocks, bool stream) {
-  with_stream8(y, stream, [&](auto nt) {
+  with_stream16(y, stream, [&](auto nt) {
     for (int64_t bi = 0; bi < nblocks; ++bi) {
       const uint8_t* ib = blocks + bi * kQ8_0BlockBytes;
       T* yb = y + bi * kGgufBlockElems;
@@ -136,8 +136,9 @@ void dequantize_q8_0(const uint8_t* blocks, T* y, int64_t nblocks, bool stream) 
       const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ib + 2));
       const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ib + 18));
       const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
-      for (int k = 0; k < 4; ++k)
-        put8<decltype(nt)::value>(yb + 8 * k, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[k]))));
+      auto at = [&](int k) { return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[k]))); };
+      put16<decltype(nt)::value>(yb, at(0), at(1));
+      put16<decltype(nt)::value>(yb + 16, at(2), at(3));
     }
   });
 }
@@ -146,7 +147,7 @@ template <typename T>
 void dequantize_q4_0(const uint8_t* blocks, T* y, int64_t nblocks, bool stream) {
   const __m128i nibble = _mm_set1_epi8(0x0f);
   const __m256i eight = _mm256_set1_epi32(8);
-  with_stream8(y, stream, [&](auto nt) {
+  with_stream16(y, stream, [&](auto nt) {
     for (int64_t bi = 0; bi < nblocks; ++bi) {
       const uint8_t* ib = blocks + bi * kQ4_0BlockBytes;
       T* yb = y + bi * kGgufBlockElems;
@@ -155,10 +156,9 @@ void dequantize_q4_0(const uint8_t* blocks, T* y, int64_t nblocks, bool stream) 
       const __m128i lo = _mm_and_si128(raw, nibble);                      // elements 0..15
       const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), nibble);   // elements 16..31
       const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
-      for (int k = 0; k < 4; ++k) {
-        const __m256i q = _mm256_sub_epi32(_mm256_cvtepu8_epi32(parts[k]), eight);
-        put8<decltype(nt)::value>(yb + 8 * k, _mm256_mul_ps(d, _mm256_cvtepi32_ps(q)));
-      }
+      auto at = [&](int k) { return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(parts[k]), eight))); };
+      put16<decltype(nt)::value>(yb, at(0), at(1));
+      put16<decltype(nt)::value>(yb + 16, at(2), at(3));
     }
   });
 }

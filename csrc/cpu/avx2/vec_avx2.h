@@ -25,15 +25,18 @@ static inline void store8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
 // 8 floats -> 8 fp16 values (round half to even).
 static inline __m128i half8_bits(__m256 v) { return _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 static inline void store8(half_t* p, __m256 v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), half8_bits(v)); }
-// float32 -> bfloat16 bits in the low half of each int32 lane: round half to even;
-// NaN keeps its top bits and becomes quiet (as lowbit::float_to_bf16).
-static inline __m256i bf16_bits(__m256 v) {
+// float32 -> bfloat16 bits in the low half of each int32 lane, round half to even,
+// for lanes that are not NaN (a NaN's payload can carry into its sign).
+static inline __m256i bf16_round_bits(__m256 v) {
   const __m256i u = _mm256_castps_si256(v);
-  const __m256i top = _mm256_srli_epi32(u, 16);
-  const __m256i odd = _mm256_and_si256(top, _mm256_set1_epi32(1));
-  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd), 16);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  return _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd), 16);
+}
+// The same for any lane: NaN keeps its top bits and becomes quiet (as lowbit::float_to_bf16).
+static inline __m256i bf16_bits(__m256 v) {
+  const __m256i top = _mm256_srli_epi32(_mm256_castps_si256(v), 16);
   const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-  return _mm256_blendv_epi8(rounded, _mm256_or_si256(top, _mm256_set1_epi32(0x40)), nan);
+  return _mm256_blendv_epi8(bf16_round_bits(v), _mm256_or_si256(top, _mm256_set1_epi32(0x40)), nan);
 }
 // 8 floats -> 8 bfloat16 values: pack 8 x u32 (values < 65536) into 8 x u16, keeping
 // order across lanes.
@@ -53,6 +56,8 @@ static inline void stream8(bf16_t* p, __m256 v) { _mm_stream_si128(reinterpret_c
 template <bool Stream, class T> static inline void put8(T* p, __m256 v) {
   if constexpr (Stream) stream8(p, v); else store8(p, v);
 }
+// The alignment put16 needs to stream: a 32-byte store for bfloat16, two for float.
+constexpr uintptr_t kPut16Align = 32;
 // How many of the n elements at p come before the first address aligned to
 // `bytes` (n when none is).
 template <class T> static inline int64_t elems_before_aligned(const T* p, int64_t n, uintptr_t bytes) {
@@ -64,10 +69,10 @@ template <class T> static inline int64_t elems_before_aligned(const T* p, int64_
 }
 
 // Runs body(std::true_type{}) (streaming stores) when asked to and p is aligned for
-// stream8, else body(std::false_type{}); for kernels whose every 8-element store is
-// at a multiple of 8 elements from p.
-template <class T, class Body> static inline void with_stream8(const T* p, bool stream, Body body) {
-  if (stream && elems_before_aligned(p, 1, 8 * sizeof(T)) == 0) body(std::true_type{});
+// put16, else body(std::false_type{}); for kernels whose every 16-element store is at a
+// multiple of 16 elements from p.
+template <class T, class Body> static inline void with_stream16(const T* p, bool stream, Body body) {
+  if (stream && elems_before_aligned(p, 1, kPut16Align) == 0) body(std::true_type{});
   else body(std::false_type{});
 }
 
@@ -83,12 +88,31 @@ static inline __m256i pack32_epu8(__m256i a, __m256i b, __m256i c, __m256i d) {
   return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-// 16 consecutive outputs from two vectors (bf16: one pack for both).
-static inline void store16(float* p, __m256 a, __m256 b) { store8(p, a); store8(p + 8, b); }
-static inline void store16(half_t* p, __m256 a, __m256 b) { store8(p, a); store8(p + 8, b); }
-static inline void store16(bf16_t* p, __m256 a, __m256 b) {
-  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16_bits(a), bf16_bits(b)), 0xd8);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), packed);
+// 16 floats -> 16 bfloat16 values in element order, bit for bit as bf16_bits. The NaN
+// fix-up is a third of bf16_bits' instructions and bfloat16 outputs of the dequantizers
+// are compute-bound on it, so one compare per pair decides whether it is needed.
+static inline __m256i bf16x16_bits(__m256 a, __m256 b) {
+  __m256i ra, rb;
+  if (_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_UNORD_Q)) == 0) {
+    ra = bf16_round_bits(a);
+    rb = bf16_round_bits(b);
+  } else {
+    ra = bf16_bits(a);
+    rb = bf16_bits(b);
+  }
+  return _mm256_permute4x64_epi64(_mm256_packus_epi32(ra, rb), 0xd8);
+}
+
+// 16 consecutive outputs from two vectors (bfloat16: one pack and one 32-byte store for
+// both). Streaming needs p aligned to kPut16Align bytes.
+template <bool Stream, class T> static inline void put16(T* p, __m256 a, __m256 b) {
+  put8<Stream>(p, a);
+  put8<Stream>(p + 8, b);
+}
+template <bool Stream> static inline void put16(bf16_t* p, __m256 a, __m256 b) {
+  const __m256i v = bf16x16_bits(a, b);
+  if constexpr (Stream) _mm256_stream_si256(reinterpret_cast<__m256i*>(p), v);
+  else _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
 }
 
 static inline float hmin8(__m256 v) {
