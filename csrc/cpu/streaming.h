@@ -8,7 +8,7 @@
 // output would then read it from memory instead of cache.
 //
 // Only the AVX2 kernels of the bandwidth-bound element-wise ops use this
-// (dequantize_affine, quantize_affine, dequantize_q8_0 / q4_0); the portable
+// (dequantize_affine, quantize_affine, dequantize_fp8, dequantize_q8_0 / q4_0); the portable
 // kernels ignore the flag.
 #pragma once
 #include <cstdint>
