@@ -261,7 +261,8 @@ def test_dequantize_any_bytes(isa, fmt, dtype):
     blocks = torch.randint(0, 256, (3, 41 * nbytes), dtype=torch.uint8)
     # 0x7FFF / 0xFFFF: NaNs whose float32 payload would carry into the sign if rounded to
     # bfloat16 like a number.
-    scales = torch.tensor([0x7C00, 0xFC00, 0x7E00, 0x0001, 0x8000, 0x7BFF, 0x7FFF, 0xFFFF], dtype=torch.int32).to(torch.int16).view(torch.uint8)
+    scales = torch.tensor([0x7C00, 0xFC00, 0x7E00, 0x0001, 0x8000, 0x7BFF, 0x7FFF, 0xFFFF], dtype=torch.int32)
+    scales = scales.to(torch.int16).view(torch.uint8)
     blocks.view(3, 41, nbytes)[0, :8, :2] = scales.reshape(8, 2)
     got = dequant(blocks, dtype)
     assert torch.equal(got.isnan(), ref_dq(blocks, dtype).isnan())
